@@ -1,0 +1,412 @@
+"""Run configuration: nested dataclasses, loaded as defaults -> YAML -> ``--set`` overrides.
+
+Every field carries a one-line doc (the comment beside it) and is read by the code. Unknown
+keys and wrong types are errors naming the key and the file; semantic checks live in each
+section's ``__post_init__`` and raise ValueError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid (unknown key, wrong type, bad value, missing file)."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the SEDD transformer (DDiT)."""
+
+    hidden_size: int = 768  # width of the residual stream
+    num_heads: int = 12  # attention heads; hidden_size must divide evenly
+    num_blocks: int = 8  # transformer blocks
+    cond_dim: int = 256  # width of the noise-level conditioning vector (adaLN input)
+    max_length: int = 512  # longest sequence (tokens per row) the model trains on
+    mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * hidden_size
+    dropout: float = 0.1  # dropout on attention output and MLP output (training only)
+    rotary_base: float = 10000.0  # RoPE theta
+    fused_kernels: bool = True  # use fused CUDA kernels (flash-attn rotary) when importable; else plain path
+
+    def __post_init__(self) -> None:
+        _require(self.hidden_size > 0 and self.num_heads > 0, "model.hidden_size and num_heads must be > 0")
+        _require(
+            self.hidden_size % self.num_heads == 0,
+            f"model.hidden_size {self.hidden_size} is not divisible by model.num_heads {self.num_heads}",
+        )
+        _require((self.hidden_size // self.num_heads) % 2 == 0, "model head dim must be even for rotary")
+        _require(self.num_blocks > 0 and self.cond_dim > 0, "model.num_blocks and cond_dim must be > 0")
+        _require(self.max_length > 0, "model.max_length must be > 0")
+        _require(self.mlp_ratio > 0, "model.mlp_ratio must be > 0")
+        _require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class GraphConfig:
+    """The forward corruption process."""
+
+    type: str = "absorbing"  # absorbing (to MASK) or uniform (to a random residue)
+
+    def __post_init__(self) -> None:
+        _require(self.type in ("absorbing", "uniform"), f"graph.type must be absorbing or uniform, got {self.type!r}")
+
+
+@dataclass
+class NoiseConfig:
+    """Noise schedule sigma_bar(t)."""
+
+    type: str = "loglinear"  # loglinear, geometric or cosine
+    eps: float = 1e-3  # loglinear: max masking is 1 - eps; also the smallest t sampled in training
+    sigma_min: float = 1e-4  # geometric: sigma_bar(0)
+    sigma_max: float = 20.0  # geometric: sigma_bar(1)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.type in ("loglinear", "geometric", "cosine"),
+            f"noise.type must be loglinear, geometric or cosine, got {self.type!r}",
+        )
+        _require(0.0 < self.eps < 0.5, f"noise.eps must be in (0, 0.5), got {self.eps}")
+        _require(0.0 < self.sigma_min < self.sigma_max, "noise.sigma_min must be in (0, sigma_max)")
+        # Samplers start from all-MASK: a schedule that never masks (almost) everything is wrong.
+        if self.type == "geometric":
+            _require(
+                self.sigma_max >= 7.0,
+                f"noise.sigma_max {self.sigma_max} masks only {1 - 2.718281828 ** -self.sigma_max:.3f} of "
+                "tokens at t=1; samplers start from all-MASK, use sigma_max >= 7",
+            )
+
+
+@dataclass
+class DataConfig:
+    """Where sequences come from and how they become batches."""
+
+    source: str = ""  # FASTA(.gz)/CSV/TSV/Parquet/JSONL path or HF datasets name; empty = embedded UniRef50 sample
+    format: str = "auto"  # auto, fasta, csv, tsv, parquet, jsonl or hf
+    sequence_column: str = "sequence"  # column holding sequences (tabular and HF sources)
+    id_column: str = ""  # column holding ids; empty = row number
+    hf_split: str = "train"  # split name for HF datasets sources
+    streaming: bool = False  # stream HF datasets instead of downloading them whole
+    validation_source: str = ""  # explicit validation file; empty = hash split of source (embedded: its own)
+    test_source: str = ""  # explicit test file; empty = hash split of source
+    validation_fraction: float = 0.01  # fraction of ids hashed into validation (when no validation_source)
+    test_fraction: float = 0.0  # fraction of ids hashed into test (when no test_source)
+    cache_dir: str = ""  # where prepared caches live; empty = <work_dir>/data_cache
+    unknown_residues: str = "error"  # error, map_to_x or drop: what a letter outside the alphabet does
+    min_length: int = 1  # shorter sequences are dropped (counted) when preparing
+    long_sequences: str = "crop"  # crop (fresh random window each epoch) or drop sequences over max_length
+    packing: bool = False  # pack several sequences per row (segment ids keep them apart)
+    tokens_per_batch: int = 8192  # token budget of one micro-batch (rows * max_length when unpacked)
+    bucket_by_length: bool = True  # unpacked mode: group similar lengths to cut padding
+    num_workers: int = 0  # DataLoader worker processes (0 = main process)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.format in ("auto", "fasta", "csv", "tsv", "parquet", "jsonl", "hf"),
+            f"data.format must be auto/fasta/csv/tsv/parquet/jsonl/hf, got {self.format!r}",
+        )
+        _require(
+            self.unknown_residues in ("error", "map_to_x", "drop"),
+            f"data.unknown_residues must be error, map_to_x or drop, got {self.unknown_residues!r}",
+        )
+        _require(
+            self.long_sequences in ("crop", "drop"),
+            f"data.long_sequences must be crop or drop, got {self.long_sequences!r}",
+        )
+        _require(0.0 <= self.validation_fraction < 1.0, "data.validation_fraction must be in [0, 1)")
+        _require(0.0 <= self.test_fraction < 1.0, "data.test_fraction must be in [0, 1)")
+        _require(self.validation_fraction + self.test_fraction < 1.0, "data validation+test fractions must be < 1")
+        _require(self.min_length >= 1, "data.min_length must be >= 1")
+        _require(self.tokens_per_batch > 0, "data.tokens_per_batch must be > 0")
+        _require(self.num_workers >= 0, "data.num_workers must be >= 0")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay, all counted in optimizer steps."""
+
+    lr: float = 3e-4  # peak learning rate
+    min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio at the end of the cosine
+    warmup_steps: int = 1000  # optimizer steps of linear warmup from 0
+    schedule: str = "cosine"  # cosine or constant (after warmup)
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.999  # AdamW beta2
+    adam_eps: float = 1e-8  # AdamW epsilon
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    fused: bool = True  # fused/foreach AdamW kernels when the device supports them
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "optim.lr must be > 0")
+        _require(0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio must be in [0, 1]")
+        _require(self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+        _require(self.schedule in ("cosine", "constant"), f"optim.schedule must be cosine or constant, got {self.schedule!r}")
+        _require(self.grad_clip >= 0, "optim.grad_clip must be >= 0")
+
+
+@dataclass
+class TrainingConfig:
+    """The training loop."""
+
+    max_steps: int = 100000  # optimizer steps to train
+    global_batch_tokens: int = 0  # tokens per optimizer step over all ranks; 0 = tokens_per_batch * grad_accum * world
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (per rank), used when global_batch_tokens is 0
+    precision: str = "auto"  # auto, fp32, bf16 or fp16 (fp16: CUDA only, with a grad scaler)
+    compile: bool = False  # torch.compile the model where supported
+    ema_decay: float = 0.9999  # EMA of weights; 0 disables EMA
+    seed: int = 42  # seeds model init, data order and noise
+    log_every: int = 10  # optimizer steps between metric rows / progress updates
+    max_consecutive_nonfinite: int = 5  # stop with an error after this many NaN/inf losses in a row
+
+    def __post_init__(self) -> None:
+        _require(self.max_steps > 0, "training.max_steps must be > 0")
+        _require(self.grad_accum_steps >= 1, "training.grad_accum_steps must be >= 1")
+        _require(self.global_batch_tokens >= 0, "training.global_batch_tokens must be >= 0")
+        _require(
+            self.precision in ("auto", "fp32", "bf16", "fp16"),
+            f"training.precision must be auto, fp32, bf16 or fp16, got {self.precision!r}",
+        )
+        _require(0.0 <= self.ema_decay < 1.0, "training.ema_decay must be in [0, 1)")
+        _require(self.log_every >= 1, "training.log_every must be >= 1")
+        _require(self.max_consecutive_nonfinite >= 1, "training.max_consecutive_nonfinite must be >= 1")
+
+
+@dataclass
+class EvalConfig:
+    """Periodic validation of the likelihood bound."""
+
+    every: int = 1000  # optimizer steps between validations; 0 disables
+    num_sequences: int = 256  # validation sequences scored each time (0 = the whole split)
+    samples_per_sequence: int = 4  # Monte-Carlo t draws per sequence (antithetic pairs)
+    batch_size: int = 16  # sequences per validation batch
+    use_ema: bool = True  # validate with EMA weights when EMA is on
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, "eval.every must be >= 0")
+        _require(self.num_sequences >= 0, "eval.num_sequences must be >= 0")
+        _require(self.samples_per_sequence >= 1, "eval.samples_per_sequence must be >= 1")
+        _require(self.batch_size >= 1, "eval.batch_size must be >= 1")
+
+
+@dataclass
+class SamplingConfig:
+    """Periodic sampling during training, and defaults of the sampling CLI."""
+
+    every: int = 5000  # optimizer steps between sample dumps; 0 disables
+    num_samples: int = 4  # sequences generated each time
+    steps: int = 128  # reverse-diffusion steps
+    predictor: str = "analytic"  # analytic (Tweedie) or euler
+    denoise: bool = True  # final denoising step (no MASK survives)
+    length: int = 0  # sample length; 0 = draw from the training length histogram
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, "sampling.every must be >= 0")
+        _require(self.num_samples >= 1, "sampling.num_samples must be >= 1")
+        _require(self.steps >= 1, "sampling.steps must be >= 1")
+        _require(self.predictor in ("analytic", "euler"), f"sampling.predictor must be analytic or euler, got {self.predictor!r}")
+        _require(self.length >= 0, "sampling.length must be >= 0")
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoint cadence and retention."""
+
+    every: int = 1000  # optimizer steps between checkpoints (one is always written at the end)
+    keep_last: int = 3  # complete checkpoints kept besides the best one
+    keep_best: bool = True  # also keep the checkpoint with the lowest validation bound
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 1, "checkpoint.every must be >= 1")
+        _require(self.keep_last >= 1, "checkpoint.keep_last must be >= 1")
+
+
+@dataclass
+class LoggingConfig:
+    """Where metrics go."""
+
+    wandb_mode: str = "auto"  # auto (online with an API key, else offline), online, offline or disabled
+    wandb_project: str = "protlig_dd"  # W&B project name
+    run_name: str = ""  # W&B run name; empty = work_dir name
+    progress_bar: bool = True  # tqdm progress bar on rank 0
+
+    def __post_init__(self) -> None:
+        _require(
+            self.wandb_mode in ("auto", "online", "offline", "disabled"),
+            f"logging.wandb_mode must be auto, online, offline or disabled, got {self.wandb_mode!r}",
+        )
+
+
+@dataclass
+class DistributedConfig:
+    """Multi-process training under torchrun."""
+
+    strategy: str = "ddp"  # ddp or fsdp (FSDP2 fully_shard)
+    backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU), nccl or gloo
+    timeout_minutes: int = 30  # collective timeout before a stuck rank fails the job
+
+    def __post_init__(self) -> None:
+        _require(self.strategy in ("ddp", "fsdp"), f"distributed.strategy must be ddp or fsdp, got {self.strategy!r}")
+        _require(self.backend in ("auto", "nccl", "gloo"), f"distributed.backend must be auto/nccl/gloo, got {self.backend!r}")
+        _require(self.timeout_minutes >= 1, "distributed.timeout_minutes must be >= 1")
+
+
+@dataclass
+class Config:
+    """The whole run configuration."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotated type ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {tp}, got {type(value).__name__} {value!r}")
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise ConfigError(f"{where}: unsupported config type {tp}")
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; known: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        key_where = f"{where}.{name}" if where else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value if value is not None else {}, key_where)
+        else:
+            kwargs[name] = _coerce(value, tp, key_where)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{where or 'config'}: {err}") from None
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Build a validated Config from nested plain data; errors name ``source`` and the key."""
+    try:
+        return _build(Config, data, "")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {text!r}: key must look like section.key")
+    # YAML parsing gives 3 -> int, 3e-4 -> float ("3e-4" needs a dot for YAML 1.1), true -> bool.
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in "eE.") and not value.isalpha() else value
+        except ValueError:
+            pass
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to nested plain data (a copy is returned)."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for text in overrides:
+        (section, key), value = _parse_override(text)
+        section_data = merged.setdefault(section, {})
+        if not isinstance(section_data, dict):
+            raise ConfigError(f"--set {text!r}: {section!r} is not a section")
+        section_data[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        data = loaded
+        source = str(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source = f"{source} (+ --set overrides)"
+    return config_from_dict(data, source)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (reloadable with ``load_config``)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

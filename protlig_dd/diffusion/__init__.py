@@ -1,0 +1,1 @@
+"""protlig_dd.diffusion."""
