@@ -22,6 +22,8 @@ class Batch:
     tokens: torch.Tensor  # (B, L) int64, PAD where empty
     segment_ids: torch.Tensor  # (B, L) int32, 0 = padding, 1..k = sequences in the row
     positions: torch.Tensor  # (B, L) int64, 0.. within each segment, 0 on padding
+    # Host-side count of real tokens, filled by the data pipeline so logging needs no device sync.
+    num_real_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.tokens.dim() != 2:
@@ -67,10 +69,16 @@ class Batch:
             tokens=self.tokens.to(device, non_blocking=non_blocking),
             segment_ids=self.segment_ids.to(device, non_blocking=non_blocking),
             positions=self.positions.to(device, non_blocking=non_blocking),
+            num_real_tokens=self.num_real_tokens,
         )
 
     def pin_memory(self) -> Batch:
-        return Batch(self.tokens.pin_memory(), self.segment_ids.pin_memory(), self.positions.pin_memory())
+        return Batch(
+            self.tokens.pin_memory(),
+            self.segment_ids.pin_memory(),
+            self.positions.pin_memory(),
+            num_real_tokens=self.num_real_tokens,
+        )
 
     def segment_lengths(self) -> list[list[int]]:
         """Lengths of the sequences in each row (host-side, for statistics and tests)."""
@@ -112,4 +120,9 @@ class Batch:
                 segment_ids[r, start : start + n] = s
                 positions[r, start : start + n] = np.arange(n)
                 start += n
-        return cls(torch.from_numpy(tokens), torch.from_numpy(segment_ids), torch.from_numpy(positions))
+        return cls(
+            torch.from_numpy(tokens),
+            torch.from_numpy(segment_ids),
+            torch.from_numpy(positions),
+            num_real_tokens=int(sum(row_lengths)),
+        )
