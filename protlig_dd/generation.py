@@ -1,0 +1,112 @@
+"""Generate protein sequences with a trained model: lengths or templates in, tokens and strings out.
+
+The model-facing glue around ``diffusion.samplers.sample``: builds the template batch, binds the
+layout (segment ids, positions) into the score function, runs in chunks of ``batch_size`` rows
+under autocast, and decodes to strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from protlig_dd.data.alphabet import Alphabet
+from protlig_dd.diffusion.graphs import Graph
+from protlig_dd.diffusion.noise import NoiseSchedule
+from protlig_dd.diffusion.samplers import sample
+from protlig_dd.diffusion.templates import template_batch, templates_from_lengths
+from protlig_dd.model.precision import autocast_context
+
+
+@dataclass
+class GenerationResult:
+    """Generated tokens (B, L) int64 with PAD past each row's length, and the decoded strings."""
+
+    tokens: torch.Tensor
+    sequences: list[str]
+
+
+def draw_lengths(
+    histogram: dict[str, list[int]], num: int, max_length: int, generator: torch.Generator | None = None
+) -> list[int]:
+    """``num`` lengths drawn from a training length histogram, each capped at ``max_length``.
+
+    Training crops longer sequences to ``max_length`` windows, so capping matches what the model saw.
+    """
+    lengths = torch.tensor(histogram["lengths"], dtype=torch.float64)
+    counts = torch.tensor(histogram["counts"], dtype=torch.float64)
+    if lengths.numel() == 0 or counts.sum() <= 0:
+        raise ValueError("the length histogram is empty: pass explicit lengths")
+    draws = torch.multinomial(counts, num, replacement=True, generator=_cpu_generator(generator))
+    return [int(min(lengths[i].item(), max_length)) for i in draws]
+
+
+def _cpu_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    # torch.multinomial on CPU tensors needs a CPU generator; derive one deterministically.
+    if generator is None or generator.device.type == "cpu":
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+    cpu = torch.Generator()
+    cpu.manual_seed(seed)
+    return cpu
+
+
+def generate(
+    model: torch.nn.Module,
+    graph: Graph,
+    noise: NoiseSchedule,
+    alphabet: Alphabet,
+    *,
+    lengths: Sequence[int] | None = None,
+    templates: torch.Tensor | None = None,
+    steps: int = 128,
+    predictor: str = "analytic",
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    precision: str = "fp32",
+    batch_size: int = 64,
+    on_chunk: Callable[[int], None] | None = None,
+) -> GenerationResult:
+    """Sample sequences for ``lengths`` (all generated) or ``templates`` ((B, L) from diffusion.templates).
+
+    The model must be in eval mode; its device is used. Rows are processed ``batch_size`` at a
+    time; ``on_chunk(num_rows)`` is called after each chunk (progress bars).
+    """
+    if (lengths is None) == (templates is None):
+        raise ValueError("generate: give exactly one of lengths or templates")
+    device = next(model.parameters()).device
+    max_length = getattr(getattr(model, "cfg", None), "max_length", None)
+    if templates is None:
+        templates = templates_from_lengths(list(lengths), alphabet, max_length)
+    elif max_length is not None and templates.shape[1] > max_length:
+        raise ValueError(f"templates of length {templates.shape[1]} exceed the model's max_length {max_length}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    chunks = []
+    for start in range(0, templates.shape[0], batch_size):
+        chunk = templates[start : start + batch_size]
+        # Trim padding columns shared by the whole chunk (rows sorted by caller or not, still exact).
+        width = int((chunk != alphabet.pad_id).sum(dim=1).max())
+        chunk = chunk[:, :width]
+        layout = template_batch(chunk, alphabet.pad_id)
+        needs_mask = layout.has_padding_or_packing()
+        layout = layout.to(device)
+        segment_ids = layout.segment_ids if needs_mask else None
+        positions = layout.positions if needs_mask else None
+
+        def score(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
+            with autocast_context(precision, device):
+                return model(x_t, sigma_bar, segment_ids, positions)
+
+        tokens = sample(
+            score, graph, noise, layout.tokens, steps, predictor=predictor, denoise=denoise, generator=generator
+        )
+        padded = torch.full((chunk.shape[0], templates.shape[1]), alphabet.pad_id, dtype=torch.int64)
+        padded[:, :width] = tokens.cpu()
+        chunks.append(padded)
+        if on_chunk is not None:
+            on_chunk(chunk.shape[0])
+    tokens = torch.cat(chunks)
+    return GenerationResult(tokens=tokens, sequences=alphabet.decode_batch(tokens.tolist()))

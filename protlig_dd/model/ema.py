@@ -1,0 +1,128 @@
+"""Exponential moving average of model weights, kept in float32.
+
+shadow <- decay * shadow + (1 - decay) * param after every optimizer step (constant decay, as in
+SEDD). Buffers are not averaged: the latest ones are copied. The EMA weights are what sampling
+and (by default) evaluation use; ``applied_to`` swaps them in temporarily.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+class EMA:
+    """fp32 shadow copies of ``model``'s parameters (by name), updated with ``update()``.
+
+    The parameters are tracked by reference, so wrapping the model later (DDP keeps the same
+    parameter objects) does not break ``update()``. ``copy_to``/``applied_to`` match by name and
+    take the unwrapped model.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.num_updates = 0
+        named = list(model.named_parameters())
+        self._names = [name for name, _ in named]
+        self._params = [param for _, param in named]
+        self.shadow: dict[str, torch.Tensor] = {
+            name: param.detach().float().clone() for name, param in named
+        }
+        self.buffers: dict[str, torch.Tensor] = {
+            name: buf.detach().clone() for name, buf in model.named_buffers()
+        }
+        self._model_buffers = dict(model.named_buffers())
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Fold the current parameters into the average; call after each optimizer step."""
+        shadows = [self.shadow[name] for name in self._names]
+        # Params may be bf16 (or fp32, then .float() is the same tensor): average in fp32.
+        params = [param.detach().float() for param in self._params]
+        if shadows:
+            # lerp: s + (1 - decay) * (p - s) == decay * s + (1 - decay) * p
+            torch._foreach_lerp_(shadows, params, 1.0 - self.decay)
+        for name, buf in self._model_buffers.items():
+            self.buffers[name].copy_(buf)
+        self.num_updates += 1
+
+    def _check_names(self, model: nn.Module) -> None:
+        names = {name for name, _ in model.named_parameters()}
+        missing, unexpected = sorted(set(self.shadow) - names), sorted(names - set(self.shadow))
+        if missing or unexpected:
+            raise ValueError(
+                f"EMA does not match the model: EMA-only parameters {missing[:5]}, model-only {unexpected[:5]}"
+            )
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Overwrite ``model``'s parameters with the EMA weights and its buffers with the EMA's copies."""
+        self._check_names(model)
+        for name, param in model.named_parameters():
+            param.copy_(self.shadow[name])
+        for name, buf in model.named_buffers():
+            if name in self.buffers:
+                buf.copy_(self.buffers[name])
+
+    @contextmanager
+    def applied_to(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Swap the EMA weights into ``model`` for the block; the live weights come back on exit,
+        also when the block raises."""
+        self._check_names(model)
+        with torch.no_grad():
+            saved_params = {name: param.detach().clone() for name, param in model.named_parameters()}
+            saved_buffers = {name: buf.detach().clone() for name, buf in model.named_buffers()}
+        self.copy_to(model)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    param.copy_(saved_params[name])
+                for name, buf in model.named_buffers():
+                    buf.copy_(saved_buffers[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors and numbers only, so ``torch.load(weights_only=True)`` reads it."""
+        return {
+            "decay": self.decay,
+            "num_updates": self.num_updates,
+            "shadow": {name: tensor.clone() for name, tensor in self.shadow.items()},
+            "buffers": {name: tensor.clone() for name, tensor in self.buffers.items()},
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a ``state_dict``; names and shapes must match the tracked model exactly.
+
+        The decay of this EMA (from the current config) is kept; a different saved decay is logged.
+        """
+        for key in ("shadow", "buffers", "num_updates"):
+            if key not in state:
+                raise ValueError(f"EMA state is missing key {key!r}")
+        for section, own in (("shadow", self.shadow), ("buffers", self.buffers)):
+            saved = state[section]
+            missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+            if missing or unexpected:
+                raise ValueError(f"EMA state {section}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            for name, tensor in saved.items():
+                if tuple(tensor.shape) != tuple(own[name].shape):
+                    raise ValueError(
+                        f"EMA state {section}[{name!r}] has shape {tuple(tensor.shape)}, "
+                        f"expected {tuple(own[name].shape)}"
+                    )
+        for section, own in (("shadow", self.shadow), ("buffers", self.buffers)):
+            for name, tensor in state[section].items():
+                own[name].copy_(tensor)
+        if "decay" in state and float(state["decay"]) != self.decay:
+            logger.info("EMA state saved with decay %s; continuing with decay %s", state["decay"], self.decay)
+        self.num_updates = int(state["num_updates"])

@@ -1,0 +1,198 @@
+"""Step-numbered, atomically written checkpoints that carry everything needed to resume or infer.
+
+A checkpoint is a folder ``checkpoints/step_00001000/`` holding:
+
+    model.pt        {"model": weights, "ema": EMA weights or absent}   (inference needs only this)
+    train_state.pt  optimizer, scaler, RNG states, noise generator state
+    meta.json       step, train state counters, data position, alphabet, length histogram, metrics
+    config.yaml     the resolved run config
+
+It is written under a temporary name (``.tmp-step_...``) and renamed when every file is on
+disk, so a crash or kill -9 mid-write leaves the previous checkpoints untouched and no folder that
+looks complete. Everything loads with ``torch.load(weights_only=True)``: tensors and plain data only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+_STEP_PATTERN = re.compile(r"^step_(\d{8})$")
+_TMP_PREFIX = ".tmp-"
+REQUIRED_FILES = ("model.pt", "train_state.pt", "meta.json", "config.yaml")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or unreadable."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A complete checkpoint folder on disk."""
+
+    path: Path
+    step: int
+
+    def meta(self) -> dict[str, Any]:
+        return read_meta(self.path)
+
+
+def checkpoint_root(work_dir: Path) -> Path:
+    return Path(work_dir) / CHECKPOINT_DIR
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def is_complete(path: Path) -> bool:
+    """A folder is a checkpoint only if its name is final and every required file is present."""
+    path = Path(path)
+    return bool(_STEP_PATTERN.match(path.name)) and all((path / f).is_file() for f in REQUIRED_FILES)
+
+
+def list_checkpoints(work_dir: Path) -> list[CheckpointInfo]:
+    """Complete checkpoints of a run, oldest first."""
+    root = checkpoint_root(work_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in root.iterdir():
+        match = _STEP_PATTERN.match(entry.name)
+        if match and entry.is_dir() and is_complete(entry):
+            found.append(CheckpointInfo(entry, int(match.group(1))))
+    return sorted(found, key=lambda c: c.step)
+
+
+def latest_checkpoint(work_dir: Path) -> CheckpointInfo | None:
+    found = list_checkpoints(work_dir)
+    return found[-1] if found else None
+
+
+def remove_incomplete(work_dir: Path) -> list[Path]:
+    """Delete temporary folders left by a write that was killed (call with the run lock held)."""
+    root = checkpoint_root(work_dir)
+    removed = []
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name.startswith(_TMP_PREFIX):
+                shutil.rmtree(entry)
+                removed.append(entry)
+    return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, write) -> None:
+    with open(path, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def save_checkpoint(
+    work_dir: Path,
+    step: int,
+    model_state: dict[str, Any],
+    train_state: dict[str, Any],
+    meta: dict[str, Any],
+    config_yaml: str,
+) -> Path:
+    """Write a checkpoint atomically and return its folder.
+
+    ``model_state`` goes to model.pt, ``train_state`` to train_state.pt (both must be tensors and
+    plain data), ``meta`` (JSON-serialisable) to meta.json. An existing folder for the same step
+    is replaced only after the new one is complete.
+    """
+    root = checkpoint_root(work_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_dir_name(step)
+    tmp = root / f"{_TMP_PREFIX}{step_dir_name(step)}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    _write_file(tmp / "model.pt", lambda h: torch.save(model_state, h))
+    _write_file(tmp / "train_state.pt", lambda h: torch.save(train_state, h))
+    _write_file(tmp / "meta.json", lambda h: h.write(json.dumps({"step": step, **meta}, indent=1).encode()))
+    _write_file(tmp / "config.yaml", lambda h: h.write(config_yaml.encode()))
+    _fsync_dir(tmp)
+    if final.exists():
+        # Same step saved twice (e.g. SIGTERM right after a periodic save): swap in the new one.
+        old = root / f"{_TMP_PREFIX}old-{step_dir_name(step)}-{os.getpid()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)
+    _fsync_dir(root)
+    return final
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return json.loads((path / "meta.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not a checkpoint (no meta.json)") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path / 'meta.json'}: unreadable ({err})") from None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """Accept a checkpoint folder or a run directory (its latest complete checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if is_complete(path):
+        return path
+    if path.is_dir() and _STEP_PATTERN.match(path.name):
+        missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(f"{path}: no complete checkpoint found (expected {CHECKPOINT_DIR}/step_XXXXXXXX/)")
+    return latest.path
+
+
+def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """torch.load with weights_only=True; errors name the file."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot be loaded ({err})") from None
+
+
+def prune_checkpoints(work_dir: Path, keep_last: int, keep_best: bool, metric: str = "val_nll_per_residue") -> list[Path]:
+    """Delete complete checkpoints beyond the newest ``keep_last`` (and the best by ``metric``)."""
+    found = list_checkpoints(work_dir)
+    keep = {c.path for c in found[-keep_last:]}
+    if keep_best:
+        scored = [(c.meta().get("metrics", {}).get(metric), c) for c in found]
+        scored = [(value, c) for value, c in scored if isinstance(value, (int, float))]
+        if scored:
+            keep.add(min(scored, key=lambda vc: (vc[0], -vc[1].step))[1].path)
+    removed = []
+    for c in found:
+        if c.path not in keep:
+            shutil.rmtree(c.path)
+            removed.append(c.path)
+    return removed
