@@ -122,7 +122,9 @@ def test_each_row_depends_only_on_its_own_sigma() -> None:
 def test_gradients_finite_and_reach_every_parameter() -> None:
     """Guards training health: backward gives finite gradients, nonzero for every parameter."""
     model = randomized_model(dropout=0.1).train()
-    batch = Batch.from_packed_rows([[*random_sequences([4, 6])], random_sequences([9])], pad_id=PAD, length=12)
+    batch = Batch.from_packed_rows(
+        [[*random_sequences([4, 6])], random_sequences([9])], pad_id=PAD, length=12
+    )
     tokens = batch.tokens.clone()
     tokens[0, 1] = MASK
     out = model(tokens, torch.tensor([0.2, 1.5]), batch.segment_ids, batch.positions)

@@ -79,7 +79,9 @@ def test_all_lengths_and_growth_without_warnings() -> None:
             q = torch.randn(2, length, 2, 8, dtype=torch.float64)
             q_rot, _ = rotate(rope, q, q, None)
             positions = torch.arange(length).expand(2, length)
-            torch.testing.assert_close(q_rot, naive_complex_rope(q, positions, 10000.0), rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(
+                q_rot, naive_complex_rope(q, positions, 10000.0), rtol=1e-10, atol=1e-10
+            )
         long = 5 * max_length + 3
         q = torch.randn(1, long, 1, 8, dtype=torch.float64)
         q_rot, _ = rotate(rope, q, q, None)
@@ -145,7 +147,8 @@ def test_cache_per_device_and_dtype() -> None:
 
 
 @pytest.mark.skipif(
-    fused_rotary_kernel() is None or not torch.cuda.is_available(), reason="flash-attn rotary kernel or CUDA absent"
+    fused_rotary_kernel() is None or not torch.cuda.is_available(),
+    reason="flash-attn rotary kernel or CUDA absent",
 )
 def test_fused_kernel_matches_plain_path() -> None:
     """Guards SEED_LESSONS item 2: the optional fused kernel equals the plain PyTorch path."""

@@ -14,14 +14,18 @@ restoring is O(window) and the next batches are exactly those an uninterrupted r
 
 With ``num_workers > 0`` a DataLoader materialises batches in worker processes; the plans, and so
 the state, stay in the main process. The state only advances when a batch is handed out, so batches
-prefetched by the workers but not yet consumed are planned again after a restore.
+prefetched by the workers but not yet consumed are planned again after a restore. Gathering is
+cheap (tens of millions of tokens/s in the main process on the embedded sample), so workers pay
+off mainly when the memory-mapped cache is on a slow disk and the gather waits on page faults.
+Planning a window of 16384 sequences takes tens of milliseconds in the main process, once every
+few hundred batches.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,7 +174,7 @@ class TrainBatchStream:
         self._real_tokens = 0
         self._grid_tokens = 0
         self._last_plan: BatchPlan | None = None
-        self._iterator: Iterator[tuple[Batch, BatchPlan, _Position]] | None = None
+        self._iterator: Generator[tuple[Batch, BatchPlan, _Position], None, None] | None = None
 
     # ----- iteration -------------------------------------------------------------------------
     def __iter__(self) -> TrainBatchStream:
@@ -186,7 +190,7 @@ class TrainBatchStream:
         self._grid_tokens += plan.num_tokens
         return batch
 
-    def _start(self, position: _Position) -> Iterator[tuple[Batch, BatchPlan, _Position]]:
+    def _start(self, position: _Position) -> Generator[tuple[Batch, BatchPlan, _Position], None, None]:
         plans = self._plans(position)
         if self.num_workers == 0:
             for plan, pos in plans:
@@ -253,8 +257,11 @@ class TrainBatchStream:
             epoch, window, window_first, taken = epoch + 1, 0, 0, 0
 
     def close(self) -> None:
-        """Stop worker processes (they are restarted lazily if iteration continues)."""
-        self._iterator = None
+        """Stop worker processes now (iteration may continue: they are restarted lazily)."""
+        if self._iterator is not None:
+            # Closing the generator drops its DataLoader iterator, which shuts the workers down.
+            self._iterator.close()
+            self._iterator = None
 
     # ----- statistics ------------------------------------------------------------------------
     @property
@@ -323,14 +330,14 @@ class TrainBatchStream:
                     f"batch stream state was saved with {key}={state[key]}, but this stream has "
                     f"{key}={expected}: the saved data position does not apply"
                 )
-        position = _Position(*(int(state[key]) for key in _POSITION_KEYS))
+        position = _Position(int(state["epoch"]), 0, 0, 0)
         if min(position.epoch, position.window, position.window_first_batch, position.batches_in_epoch) < 0:
             raise ValueError(f"batch stream state holds a negative position: {position}")
         self._position = position
         self._real_tokens = int(state["real_tokens"])
         self._grid_tokens = int(state["grid_tokens"])
         self._last_plan = None
-        self._iterator = None
+        self.close()
 
 
 def build_train_stream(

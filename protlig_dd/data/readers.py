@@ -310,14 +310,14 @@ def _column_error(path: str, where: str, column: str, role: str, available: list
     return SourceError(f"{path}{where}: {role} column {column!r} not found; available columns: {available}")
 
 
-def _text_value(value: Any, where: str, column: str) -> bytes:
+def _text_value(value: Any, where: str, column: str, allow_number: bool = False) -> bytes:
+    """A cell as UTF-8 bytes; numbers are accepted for ids only (e.g. an integer record_id column)."""
     if value is None:
         raise SourceError(f"{where}: missing value in column {column!r}")
     if isinstance(value, bytes):
         return value
     if not isinstance(value, str):
-        # Ids may be numbers (e.g. record_id); sequences must be text.
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if allow_number and isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value).encode()
         raise SourceError(f"{where}: column {column!r} holds {type(value).__name__}, expected text")
     return value.encode("utf-8")
@@ -392,7 +392,7 @@ def _jsonl_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
                 if column and column not in obj:
                     raise _column_error(spec.path, f" line {line} (record {record})", column, role, sorted(obj))
             rid = (
-                _text_value(obj[spec.id_column], where, spec.id_column).strip()
+                _text_value(obj[spec.id_column], where, spec.id_column, allow_number=True).strip()
                 if spec.id_column
                 else str(record).encode()
             )
@@ -420,7 +420,7 @@ def _columns_batches(
             record += 1
             where = f"{spec.path} record {record}"
             if ids is not None:
-                rid = _text_value(ids[i], where, spec.id_column).strip()
+                rid = _text_value(ids[i], where, spec.id_column, allow_number=True).strip()
                 if not rid:
                     raise SourceError(f"{where}: empty id in column {spec.id_column!r}")
             else:

@@ -23,7 +23,9 @@ class EMA:
 
     The parameters are tracked by reference, so wrapping the model later (DDP keeps the same
     parameter objects) does not break ``update()``. ``copy_to``/``applied_to`` match by name and
-    take the unwrapped model.
+    take the unwrapped model. Build it after the model is on its device: the shadow lives on the
+    parameters' device. ``state_dict()`` is {"decay", "num_updates", "shadow": {name: fp32 tensor},
+    "buffers": {name: tensor}}.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
@@ -34,9 +36,7 @@ class EMA:
         named = list(model.named_parameters())
         self._names = [name for name, _ in named]
         self._params = [param for _, param in named]
-        self.shadow: dict[str, torch.Tensor] = {
-            name: param.detach().float().clone() for name, param in named
-        }
+        self.shadow: dict[str, torch.Tensor] = {name: param.detach().float().clone() for name, param in named}
         self.buffers: dict[str, torch.Tensor] = {
             name: buf.detach().clone() for name, buf in model.named_buffers()
         }
@@ -60,7 +60,8 @@ class EMA:
         missing, unexpected = sorted(set(self.shadow) - names), sorted(names - set(self.shadow))
         if missing or unexpected:
             raise ValueError(
-                f"EMA does not match the model: EMA-only parameters {missing[:5]}, model-only {unexpected[:5]}"
+                f"EMA does not match the model: EMA-only parameters {missing[:5]}, "
+                f"model-only {unexpected[:5]}"
             )
 
     @torch.no_grad()
@@ -99,6 +100,15 @@ class EMA:
             "shadow": {name: tensor.clone() for name, tensor in self.shadow.items()},
             "buffers": {name: tensor.clone() for name, tensor in self.buffers.items()},
         }
+
+    @staticmethod
+    def model_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The model weights held by a saved EMA ``state_dict`` (shadow parameters plus buffers),
+        ready for ``model.load_state_dict`` at inference without building an EMA object."""
+        for key in ("shadow", "buffers"):
+            if key not in state:
+                raise ValueError(f"EMA state is missing key {key!r}")
+        return {**state["shadow"], **state["buffers"]}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -44,7 +44,9 @@ def cpu_has_native_bf16() -> bool:
     Asks torch's own CPU probes first (they exist on x86 builds), then /proc/cpuinfo (Linux,
     including aarch64). Elsewhere (e.g. macOS CPU) the answer is False, so ``auto`` means fp32.
     """
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [
+        getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
     if any(probe is not None and probe() for probe in probes):
         return True
     if "AMX" in torch.backends.cpu.get_cpu_capability().upper():
@@ -94,15 +96,21 @@ def resolve_precision(requested: str, device: torch.device | str) -> str:
         return "fp32"
     if requested == "fp16":
         if kind != "cuda":
-            raise ValueError(f"precision fp16 needs a CUDA device (it trains with a grad scaler); got device {device}")
+            raise ValueError(
+                f"precision fp16 needs a CUDA device (it trains with a grad scaler); got device {device}"
+            )
         return "fp16"
     if requested == "bf16":
         if kind == "cuda" and not cuda_supports_bf16():
             raise ValueError(f"precision bf16 is not supported on device {device}; use fp16 or fp32")
         if kind == "mps" and not mps_supports_bf16():
-            raise ValueError(f"precision bf16 needs torch >= 2.6 and macOS >= 14 on device {device}; use fp32")
+            raise ValueError(
+                f"precision bf16 needs torch >= 2.6 and macOS >= 14 on device {device}; use fp32"
+            )
         if kind == "cpu" and not cpu_has_native_bf16():
-            logger.warning("bf16 requested on a CPU without native bf16: it runs emulated, likely slower than fp32")
+            logger.warning(
+                "bf16 requested on a CPU without native bf16: it runs emulated, likely slower than fp32"
+            )
         return "bf16"
     # auto
     native = {"cuda": cuda_supports_bf16, "cpu": cpu_has_native_bf16, "mps": mps_supports_bf16}.get(kind)

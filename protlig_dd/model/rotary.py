@@ -96,7 +96,9 @@ class RotaryEmbedding(nn.Module):
         """True when a fused kernel was selected (it still runs only on CUDA, unpacked)."""
         return self._fused_fn is not None
 
-    def table(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def table(
+        self, length: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape (length, head_dim) for positions 0 .. length - 1.
 
         Returned as views of the cached table, which is rebuilt (never tiled) when a longer
@@ -112,10 +114,14 @@ class RotaryEmbedding(nn.Module):
         cos, sin = cached
         return cos[:length], sin[:length]
 
-    def _build(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def _build(
+        self, length: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # Angles in float64: p * theta_i loses digits in fp32 at long lengths.
         half = self.head_dim // 2
-        inv_freq = self.base ** (-torch.arange(half, dtype=torch.float64, device=device) * 2.0 / self.head_dim)
+        inv_freq = self.base ** (
+            -torch.arange(half, dtype=torch.float64, device=device) * 2.0 / self.head_dim
+        )
         angles = torch.arange(length, dtype=torch.float64, device=device)[:, None] * inv_freq[None, :]
         angles = torch.cat((angles, angles), dim=-1)  # (length, head_dim): same angle for both halves
         return angles.cos().to(dtype), angles.sin().to(dtype)
@@ -149,7 +155,9 @@ class RotaryEmbedding(nn.Module):
         # Gather per token: (B, L, Dh) -> (B, L, 1, Dh), broadcast over heads.
         return RotaryAngles(cos[positions][:, :, None, :], sin[positions][:, :, None, :], fused=False)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, angles: RotaryAngles) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, angles: RotaryAngles
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotate q and k, both (B, L, H, head_dim), by precomputed ``angles``."""
         if q.shape != k.shape or q.dim() != 4 or q.shape[-1] != self.head_dim:
             raise ValueError(
@@ -163,9 +171,15 @@ class RotaryEmbedding(nn.Module):
                     f"fused rotary table {tuple(angles.cos.shape)} does not match q {tuple(q.shape)}"
                 )
             cos, sin = angles.cos.to(q.dtype), angles.sin.to(q.dtype)
-            return self._fused_fn(q, cos, sin, interleaved=False), self._fused_fn(k, cos, sin, interleaved=False)
+            return self._fused_fn(q, cos, sin, interleaved=False), self._fused_fn(
+                k, cos, sin, interleaved=False
+            )
         cos, sin = angles.cos, angles.sin
-        if cos.shape[1] != q.shape[1] or cos.shape[0] not in (1, q.shape[0]) or cos.shape[-1] != self.head_dim:
+        if (
+            cos.shape[1] != q.shape[1]
+            or cos.shape[0] not in (1, q.shape[0])
+            or cos.shape[-1] != self.head_dim
+        ):
             raise ValueError(f"rotary table {tuple(cos.shape)} does not match q {tuple(q.shape)}")
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)

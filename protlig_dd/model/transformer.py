@@ -44,7 +44,8 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     expected = (x.shape[0], 1, x.shape[2])
     if tuple(shift.shape) != expected or tuple(scale.shape) != expected:
         raise ValueError(
-            f"modulate expects shift/scale of shape {expected}, got {tuple(shift.shape)} and {tuple(scale.shape)}"
+            f"modulate expects shift/scale of shape {expected}, "
+            f"got {tuple(shift.shape)} and {tuple(scale.shape)}"
         )
     return x * (1 + scale) + shift
 
@@ -242,7 +243,9 @@ class SEDDTransformer(nn.Module):
                 f"segment_ids shape {tuple(segment_ids.shape)} does not match tokens {tuple(tokens.shape)}"
             )
         if positions is not None and positions.shape != tokens.shape:
-            raise ValueError(f"positions shape {tuple(positions.shape)} does not match tokens {tuple(tokens.shape)}")
+            raise ValueError(
+                f"positions shape {tuple(positions.shape)} does not match tokens {tuple(tokens.shape)}"
+            )
 
         device = tokens.device
         attn_mask = None
