@@ -330,7 +330,7 @@ class TrainBatchStream:
                     f"batch stream state was saved with {key}={state[key]}, but this stream has "
                     f"{key}={expected}: the saved data position does not apply"
                 )
-        position = _Position(int(state["epoch"]), 0, 0, 0)
+        position = _Position(*(int(state[key]) for key in _POSITION_KEYS))
         if min(position.epoch, position.window, position.window_first_batch, position.batches_in_epoch) < 0:
             raise ValueError(f"batch stream state holds a negative position: {position}")
         self._position = position
