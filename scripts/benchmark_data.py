@@ -44,7 +44,9 @@ LINE_WIDTH = 60
 CHUNK_SEQUENCES = 20000
 
 
-def generate_fasta(path: Path, num_sequences: int, sample: PreparedCache, alphabet: Alphabet, seed: int) -> None:
+def generate_fasta(
+    path: Path, num_sequences: int, sample: PreparedCache, alphabet: Alphabet, seed: int
+) -> None:
     """Write ``num_sequences`` synthetic UniRef50-like records to the FASTA.gz ``path``."""
     rng = np.random.default_rng(seed)
     sample_lengths = sample.lengths
@@ -64,7 +66,9 @@ def generate_fasta(path: Path, num_sequences: int, sample: PreparedCache, alphab
                 seq = residues[start : start + length]
                 start += length
                 name = f"SYN{first + k:010d}"
-                parts.append(f">UniRef50_{name} Synthetic benchmark record n=1 Tax=synthetic TaxID=0 RepID={name}\n".encode())
+                parts.append(
+                    f">UniRef50_{name} Synthetic record n=1 Tax=synthetic TaxID=0 RepID={name}\n".encode()
+                )
                 parts.append(b"\n".join(seq[i : i + LINE_WIDTH] for i in range(0, length, LINE_WIDTH)))
                 parts.append(b"\n")
             out.write(b"".join(parts))
@@ -75,7 +79,9 @@ def prepare_worker(source: str, out: str, result: str) -> None:
     start = time.perf_counter()
     cache = prepare_cache([SourceSpec(source)], out, Alphabet(), force=True, progress=False)
     seconds = time.perf_counter() - start
-    Path(result).write_text(json.dumps({"seconds": seconds, "sequences": len(cache), "residues": cache.num_residues}))
+    Path(result).write_text(
+        json.dumps({"seconds": seconds, "sequences": len(cache), "residues": cache.num_residues})
+    )
 
 
 def measure_preparation(source: Path, out: Path) -> dict[str, Any]:
@@ -97,7 +103,9 @@ def measure_preparation(source: Path, out: Path) -> dict[str, Any]:
     }
 
 
-def measure_loader(cache: PreparedCache, alphabet: Alphabet, tokens_per_batch: int, num_batches: int) -> dict[str, Any]:
+def measure_loader(
+    cache: PreparedCache, alphabet: Alphabet, tokens_per_batch: int, num_batches: int
+) -> dict[str, Any]:
     """Real tokens per second of the packed training stream."""
     from protlig_dd.data.loader import TrainBatchStream
 
@@ -152,22 +160,34 @@ def measure_padding(sample: PreparedCache, alphabet: Alphabet, tokens_per_batch:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--num-sequences", type=int, default=1_000_000, help="largest synthetic size")
     parser.add_argument("--sizes", default="", help="comma-separated sizes (default: N/4 and N)")
     parser.add_argument("--tokens-per-batch", type=int, default=8192, help="loader token budget per batch")
     parser.add_argument("--loader-batches", type=int, default=200, help="batches timed for the loader")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmark_data.json", help="JSON result file")
-    parser.add_argument("--prepare-worker", nargs=3, metavar=("SOURCE", "OUT", "RESULT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--prepare-worker", nargs=3, metavar=("SOURCE", "OUT", "RESULT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.prepare_worker:
         prepare_worker(*args.prepare_worker)
         return 0
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.num_sequences // 4, args.num_sequences]
+    sizes = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else [args.num_sequences // 4, args.num_sequences]
+    )
     alphabet = Alphabet()
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "input": "synthetic UniRef50-like FASTA.gz (lengths from the shipped sample)",
         "preparation": [],
     }
@@ -179,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             generate_fasta(source, size, sample, alphabet, args.seed)
             generated = time.perf_counter() - start
-            row = {"num_sequences": size, "generate_seconds": generated, **measure_preparation(source, tmp / f"cache_{size}")}
+            row = {
+                "num_sequences": size,
+                "generate_seconds": generated,
+                **measure_preparation(source, tmp / f"cache_{size}"),
+            }
             results["preparation"].append(row)
             print(
                 f"prepare {size:>9,} seq: {row['residues']:>12,} res in {row['seconds']:6.2f} s = "

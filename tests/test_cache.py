@@ -17,7 +17,12 @@ from protlig_dd.data.readers import SourceError, SourceSpec
 from protlig_dd.data.sequence_set import SequenceSet
 
 ALPHABET = Alphabet()
-SEQUENCES = [("UniRef50_A", "MKVLAAGW"), ("UniRef50_B", "acdefghik"), ("UniRef50_C", "W"), ("UniRef50_D", "PQRSTVY" * 40)]
+SEQUENCES = [
+    ("UniRef50_A", "MKVLAAGW"),
+    ("UniRef50_B", "acdefghik"),
+    ("UniRef50_C", "W"),
+    ("UniRef50_D", "PQRSTVY" * 40),
+]
 
 
 def _fasta(path, records=SEQUENCES):
@@ -26,7 +31,9 @@ def _fasta(path, records=SEQUENCES):
 
 
 def _prepare(spec, out, **kwargs):
-    return prepare_cache([spec] if isinstance(spec, SourceSpec) else spec, out, ALPHABET, progress=False, **kwargs)
+    return prepare_cache(
+        [spec] if isinstance(spec, SourceSpec) else spec, out, ALPHABET, progress=False, **kwargs
+    )
 
 
 def test_cache_satisfies_token_store_protocol(tmp_path):
@@ -64,7 +71,9 @@ def test_unknown_residue_policies(tmp_path):
     spec = _fasta(tmp_path / "u.fasta", records)
     with pytest.raises(SourceError) as err:
         prepare_cache([spec], tmp_path / "e", small, progress=False)
-    assert f"{spec.path} line 3 (record 2): character 'Z' at position 3 of 'b' is not in the alphabet" in str(err.value)
+    assert f"{spec.path} line 3 (record 2): character 'Z' at position 3 of 'b' is not in the alphabet" in str(
+        err.value
+    )
     mapped = prepare_cache([spec], tmp_path / "m", small, unknown_residues="map_to_x", progress=False)
     assert mapped.meta["counts"]["mapped_to_x"] == {"B": 2, "J": 1, "Z": 1}
     assert small.decode(mapped.tokens[mapped.offsets[2] : mapped.offsets[3]]) == "MKXXL"
@@ -108,7 +117,7 @@ def test_length_summary_matches_numpy_nearest_rank():
     assert summary["min"] == lengths.min() and summary["max"] == lengths.max()
     assert summary["mean"] == pytest.approx(lengths.mean())
     assert summary["median"] == int(np.quantile(lengths, 0.5, method="inverted_cdf"))
-    for key, q in zip(summary["quantiles"], cache_module.QUANTILES):
+    for key, q in zip(summary["quantiles"], cache_module.QUANTILES, strict=True):
         assert summary["quantiles"][key] == int(np.quantile(lengths, q, method="inverted_cdf")), key
 
 
@@ -212,7 +221,9 @@ def test_meta_records_sources_and_fingerprint_inputs(tmp_path):
     meta = read_meta(tmp_path / "c")
     assert meta is not None and len(cache) == 2 * len(SEQUENCES)
     assert meta["alphabet"] == ALPHABET.residues
-    assert [s["path"] for s in meta["fingerprint_inputs"]["sources"]] == [str((tmp_path / "a.fasta").resolve())] * 2
+    assert [s["path"] for s in meta["fingerprint_inputs"]["sources"]] == [
+        str((tmp_path / "a.fasta").resolve())
+    ] * 2
     assert meta["fingerprint_inputs"]["unknown_residues"] == "error"
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "meta.json").write_text('{"format": "something else"}')

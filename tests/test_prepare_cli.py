@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,14 @@ def test_cli_tabular_columns(tmp_path):
     path = tmp_path / "in.tsv"
     path.write_text("acc\tseq\nP1\tMKV\nP2\tMK*\n")
     result = _run(
-        "--source", str(path), "--out", str(tmp_path / "c"), "--sequence-column", "seq", "--id-column", "acc",
+        "--source",
+        str(path),
+        "--out",
+        str(tmp_path / "c"),
+        "--sequence-column",
+        "seq",
+        "--id-column",
+        "acc",
         "--no-progress",
     )
     assert result.returncode == 0, result.stderr
@@ -95,5 +103,27 @@ def test_report_lists_mapped_letters(tmp_path):
     path = tmp_path / "in.fasta"
     path.write_text(">a\nMKVZB\n>b\nBBW\n")
     small = Alphabet(residues="ACDEFGHIKLMNPQRSTVWYX")
-    cache = prepare_cache([SourceSpec(str(path))], tmp_path / "c", small, unknown_residues="map_to_x", progress=False)
+    cache = prepare_cache(
+        [SourceSpec(str(path))], tmp_path / "c", small, unknown_residues="map_to_x", progress=False
+    )
     assert "mapped to X: Bx3, Zx1" in format_report(cache)
+
+
+def test_benchmark_script_smoke(tmp_path):
+    """scripts/benchmark_data.py runs end to end on a tiny synthetic size and writes its JSON with
+    preparation, loader and padding results (guards the script against API drift)."""
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark_data.py"), "--num-sequences", "2000"]
+        + ["--loader-batches", "5", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert [row["num_sequences"] for row in data["preparation"]] == [500, 2000]
+    assert all(row["residues_per_second"] > 0 and row["peak_rss_mb"] > 0 for row in data["preparation"])
+    assert data["loader"]["real_tokens_per_second"] > 0
+    assert 0.0 <= data["padding_shipped_sample"]["padding_waste"] < 0.05

@@ -58,9 +58,9 @@ def _all_format_specs(tmp_path, records) -> dict[str, SourceSpec]:
     with open(tmp_path / "s.jsonl", "w") as handle:
         for rid, seq in records:
             handle.write(json.dumps({"name": rid, "sequence": seq}) + "\n")
-    datasets.Dataset.from_dict({"name": [r[0] for r in records], "sequence": [r[1] for r in records]}).save_to_disk(
-        str(tmp_path / "hf_saved")
-    )
+    datasets.Dataset.from_dict(
+        {"name": [r[0] for r in records], "sequence": [r[1] for r in records]}
+    ).save_to_disk(str(tmp_path / "hf_saved"))
     (tmp_path / "hf_files").mkdir()
     (tmp_path / "hf_files" / "part.jsonl").write_text((tmp_path / "s.jsonl").read_text())
     return {
@@ -165,7 +165,8 @@ def test_gzip_detected_by_content(tmp_path, real_records):
 
 
 def test_missing_file_and_undetectable_format(tmp_path):
-    """A missing file, an unknown extension and an unknown explicit format are SourceErrors naming the path."""
+    """A missing file, an unknown extension and an unknown explicit format are SourceErrors naming
+    the path."""
     with pytest.raises(SourceError, match="nope.fasta: file not found"):
         list(iter_batches(SourceSpec(str(tmp_path / "nope.fasta"))))
     with pytest.raises(SourceError, match="set the format to 'hf'"):
@@ -205,7 +206,11 @@ def test_unknown_columns_name_file_and_available_columns(tmp_path, real_records)
         ("a.tsv", "id\tsequence\nx\tAC\ty\n", "line 2 (record 1): 3 fields"),
         ("a.jsonl", '{"id": "x", "sequence": "AC"}\n{"id": "y"\n', "line 2 (record 2): invalid JSON"),
         ("a.jsonl", '{"id": "x", "sequence": "AC"}\n["y"]\n', "line 2 (record 2): expected a JSON object"),
-        ("a.jsonl", '{"id": "x", "sequence": "AC"}\n\n{"id": "y", "sequence": null}\n', "line 3 (record 2): missing"),
+        (
+            "a.jsonl",
+            '{"id": "x", "sequence": "AC"}\n\n{"id": "y", "sequence": null}\n',
+            "line 3 (record 2): missing",
+        ),
         ("a.json", '[{"id": "x", "sequence": "AC"}]\n', "line 1: a JSON array is not supported"),
         ("a.jsonl", '{"id": "x", "sequence": 5}\n', "holds int, expected text"),
     ],

@@ -90,7 +90,9 @@ def _write_fasta(path, records):
 def _records(n: int, seed: int = 0, prefix: str = "UniRef50_S") -> list[tuple[str, str]]:
     rng = np.random.default_rng(seed)
     letters = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
-    return [(f"{prefix}{i:05d}", "".join(rng.choice(letters, size=int(rng.integers(5, 60))))) for i in range(n)]
+    return [
+        (f"{prefix}{i:05d}", "".join(rng.choice(letters, size=int(rng.integers(5, 60))))) for i in range(n)
+    ]
 
 
 def _split_ids(splits) -> dict[str, set[str]]:
@@ -121,7 +123,9 @@ def test_prepare_splits_hash_split_is_stable_when_file_is_reordered(tmp_path):
     by_id = dict(records)
     train_seqs = [by_id[i] for i in ids_a["train"]]
     assert summary.train_residues == sum(map(len, train_seqs))
-    expected = np.bincount(np.concatenate([ALPHABET.encode(s) for s in train_seqs]), minlength=ALPHABET.num_residues)
+    expected = np.bincount(
+        np.concatenate([ALPHABET.encode(s) for s in train_seqs]), minlength=ALPHABET.num_residues
+    )
     np.testing.assert_allclose(summary.residue_frequencies, expected / expected.sum())
     assert summary.residue_frequencies.shape == (ALPHABET.num_residues,)
     hist = summary.length_histogram
@@ -164,7 +168,9 @@ def test_prepare_splits_reuses_caches_and_keeps_options_apart(tmp_path):
     assert second.summary.caches == first.summary.caches
     assert (tmp_path / first.summary.caches["train"] / "tokens.bin").stat().st_mtime_ns == mtime
     assert second.validation is None and second.test is None and len(second.train) == 50
-    longer = prepare_splits(DataConfig(source=cfg.source, min_length=30), ALPHABET, tmp_path / "cache", progress=False)
+    longer = prepare_splits(
+        DataConfig(source=cfg.source, min_length=30), ALPHABET, tmp_path / "cache", progress=False
+    )
     assert longer.summary.caches["train"] != first.summary.caches["train"]
     assert all(int(n) >= 30 for n in longer.train.lengths)
 

@@ -119,7 +119,8 @@ class PreparedCache:
             if not file.is_file() or file.stat().st_size != expected:
                 size = file.stat().st_size if file.is_file() else "missing"
                 raise CacheError(
-                    f"{file}: size {size}, expected {expected} bytes: the cache is damaged; rebuild it with force"
+                    f"{file}: size {size}, expected {expected} bytes: the cache is damaged; "
+                    "rebuild it with force"
                 )
             arrays[name] = _map(file, dtype, counts[name])
         if int(arrays["offsets"][-1]) != counts["tokens"] or int(arrays["id_offsets"][-1]) != counts["ids"]:
@@ -280,7 +281,7 @@ class _Encoder:
         if not keep.all():
             tokens = tokens[np.repeat(keep, lengths)]
             lengths = lengths[keep]
-            ids = [rid for rid, k in zip(batch.ids, keep.tolist()) if k]
+            ids = [rid for rid, k in zip(batch.ids, keep.tolist(), strict=True) if k]
         else:
             ids = batch.ids
         return tokens, lengths, ids
@@ -308,7 +309,7 @@ class _Encoder:
             tokens[bad] = self.residues.index("X")
             kept_bad = (lengths >= self.min_length)[owner]
             letters, counts = np.unique(values[kept_bad] & 0xDF, return_counts=True)  # uppercase
-            for letter, count in zip(letters.tolist(), counts.tolist()):
+            for letter, count in zip(letters.tolist(), counts.tolist(), strict=True):
                 key = chr(letter)
                 self.stats.mapped_to_x[key] = self.stats.mapped_to_x.get(key, 0) + int(count)
         else:  # drop
@@ -407,8 +408,9 @@ def _build(
         writer.close(sync=complete)
     if stats.kept == 0:
         raise SourceError(
-            f"{', '.join(s.path for s in specs)}: no sequence kept ({stats.read} read, {stats.too_short} shorter "
-            f"than min_length {encoder.min_length}, {stats.unknown} with unknown residues)"
+            f"{', '.join(s.path for s in specs)}: no sequence kept ({stats.read} read, "
+            f"{stats.too_short} shorter than min_length {encoder.min_length}, "
+            f"{stats.unknown} with unknown residues)"
         )
     values = np.flatnonzero(stats.length_counts)
     return {

@@ -144,7 +144,9 @@ def residue_counts(sequences: SequenceSet, num_residues: int) -> np.ndarray:
         # Token positions of the block: each sequence's start repeated over its length, plus 0..len-1.
         offsets_in_block = np.concatenate([[0], np.cumsum(block_lengths)[:-1]])
         index = np.repeat(starts[begin:stop] - offsets_in_block, block_lengths) + np.arange(total)
-        counts += np.bincount(np.asarray(sequences.store.tokens[index]), minlength=num_residues)[:num_residues]
+        counts += np.bincount(np.asarray(sequences.store.tokens[index]), minlength=num_residues)[
+            :num_residues
+        ]
         begin = stop
     return counts
 
@@ -234,9 +236,9 @@ def prepare_splits(
         train_residues=train.num_residues,
         residue_frequencies=counts / max(int(counts.sum()), 1),
         length_histogram=length_histogram(train.lengths),
-        split="embedded" if embedded and not data_cfg.validation_source else (
-            "explicit" if data_cfg.validation_source else "hash"
-        ),
+        split="embedded"
+        if embedded and not data_cfg.validation_source
+        else ("explicit" if data_cfg.validation_source else "hash"),
         sources={role: [spec.path for spec in specs] for role, specs in roles.items()},
         excluded_from_train=excluded,
         caches={role: str(cache.path) for role, cache in caches.items()},

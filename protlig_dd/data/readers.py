@@ -61,6 +61,7 @@ _FASTA_BLOCK_BYTES = 8 << 20
 _BATCH_RESIDUES = 4 << 20
 _BATCH_RECORDS = 65536
 
+
 class SourceError(ValueError):
     """A data source is missing, empty or malformed; the message names the file and line/record."""
 
@@ -81,7 +82,9 @@ class SourceSpec:
         if self.format == "auto":
             return detect_format(self.path)
         if self.format not in FORMATS:
-            raise SourceError(f"{self.path}: unknown format {self.format!r}; expected auto or one of {FORMATS}")
+            raise SourceError(
+                f"{self.path}: unknown format {self.format!r}; expected auto or one of {FORMATS}"
+            )
         return self.format
 
     def describe(self) -> dict[str, Any]:
@@ -157,7 +160,7 @@ def open_binary(path: str) -> IO[bytes]:
     p = Path(path)
     if not p.is_file():
         raise SourceError(f"{path}: file not found")
-    raw = open(p, "rb")  # noqa: SIM115 (returned to the caller, who closes it)
+    raw = open(p, "rb")  # returned (possibly wrapped) to the caller, who closes it
     magic = raw.read(2)
     raw.seek(0)
     if magic != b"\x1f\x8b":
@@ -188,7 +191,7 @@ def iter_batches(spec: SourceSpec) -> Iterator[RecordBatch]:
 def iter_records(spec: SourceSpec) -> Iterator[Record]:
     """Stream ``spec`` one record at a time (convenient for small inputs and tests)."""
     for batch in iter_batches(spec):
-        for i, (rid, seq) in enumerate(zip(batch.ids, batch.sequences)):
+        for i, (rid, seq) in enumerate(zip(batch.ids, batch.sequences, strict=True)):
             yield Record(rid.decode("utf-8", "replace"), seq.decode("ascii", "replace"), batch.location(i))
 
 
@@ -258,7 +261,9 @@ def _parse_fasta_part(part: bytes, path: str, line: int, first_record: int) -> R
         if seq.endswith(b"*"):
             seq = seq[:-1]
         if not seq:
-            raise SourceError(f"{path} line {line}: empty sequence for {words[0].decode('utf-8', 'replace')!r}")
+            raise SourceError(
+                f"{path} line {line}: empty sequence for {words[0].decode('utf-8', 'replace')!r}"
+            )
         ids.append(words[0])
         sequences.append(seq)
         lines.append(line)
@@ -390,7 +395,9 @@ def _jsonl_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
                 raise SourceError(f"{where}: expected a JSON object, got {type(obj).__name__}")
             for column, role in ((spec.sequence_column, "sequence"), (spec.id_column, "id")):
                 if column and column not in obj:
-                    raise _column_error(spec.path, f" line {line} (record {record})", column, role, sorted(obj))
+                    raise _column_error(
+                        spec.path, f" line {line} (record {record})", column, role, sorted(obj)
+                    )
             rid = (
                 _text_value(obj[spec.id_column], where, spec.id_column, allow_number=True).strip()
                 if spec.id_column
@@ -398,7 +405,9 @@ def _jsonl_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
             )
             if not rid:
                 raise SourceError(f"{where}: empty id in column {spec.id_column!r}")
-            full = batcher.add(rid, _text_value(obj[spec.sequence_column], where, spec.sequence_column), where, line)
+            full = batcher.add(
+                rid, _text_value(obj[spec.sequence_column], where, spec.sequence_column), where, line
+            )
             if full is not None:
                 yield full
         yield batcher.flush()
@@ -465,7 +474,9 @@ def _hf_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
             loaded = datasets.load_from_disk(str(path))
             if isinstance(loaded, datasets.DatasetDict):
                 if spec.hf_split not in loaded:
-                    raise SourceError(f"{spec.path}: split {spec.hf_split!r} not found; available: {list(loaded)}")
+                    raise SourceError(
+                        f"{spec.path}: split {spec.hf_split!r} not found; available: {list(loaded)}"
+                    )
                 loaded = loaded[spec.hf_split]
         else:
             loaded = datasets.load_dataset(spec.path, split=spec.hf_split, streaming=spec.streaming)
@@ -482,7 +493,6 @@ def _hf_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
     def batches() -> Iterator[dict[str, list[Any]]]:
         if not all(c in columns for c in wanted):
             return
-        for cols in loaded.select_columns(sorted(set(wanted))).iter(batch_size=_BATCH_RECORDS // 16):
-            yield cols
+        yield from loaded.select_columns(sorted(set(wanted))).iter(batch_size=_BATCH_RECORDS // 16)
 
     yield from _columns_batches(spec, columns, batches())

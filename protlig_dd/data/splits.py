@@ -49,7 +49,9 @@ def assign_splits(hashes: np.ndarray, validation_fraction: float, test_fraction:
             f"split fractions must be in [0, 1): validation {validation_fraction}, test {test_fraction}"
         )
     if validation_fraction + test_fraction >= 1.0:
-        raise ValueError(f"validation + test fractions must be < 1, got {validation_fraction + test_fraction}")
+        raise ValueError(
+            f"validation + test fractions must be < 1, got {validation_fraction + test_fraction}"
+        )
     unit = hash_to_unit(hashes)  # (n,)
     in_validation = unit < validation_fraction
     in_test = (unit >= validation_fraction) & (unit < validation_fraction + test_fraction)
