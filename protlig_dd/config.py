@@ -83,7 +83,7 @@ class NoiseConfig:
         if self.type == "geometric":
             _require(
                 self.sigma_max >= 7.0,
-                f"noise.sigma_max {self.sigma_max} masks only {1 - 2.718281828 ** -self.sigma_max:.3f} of "
+                f"noise.sigma_max {self.sigma_max} masks only {1 - 2.718281828**-self.sigma_max:.3f} of "
                 "tokens at t=1; samplers start from all-MASK, use sigma_max >= 7",
             )
 
@@ -151,7 +151,9 @@ class OptimConfig:
         _require(self.lr > 0, "optim.lr must be > 0")
         _require(0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio must be in [0, 1]")
         _require(self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
-        _require(self.schedule in ("cosine", "constant"), f"optim.schedule must be cosine or constant, got {self.schedule!r}")
+        _require(
+            self.schedule in ("cosine", "constant"), f"optim.schedule must be cosine or constant, got {self.schedule!r}"
+        )
         _require(self.grad_clip >= 0, "optim.grad_clip must be >= 0")
 
 
@@ -214,7 +216,10 @@ class SamplingConfig:
         _require(self.every >= 0, "sampling.every must be >= 0")
         _require(self.num_samples >= 1, "sampling.num_samples must be >= 1")
         _require(self.steps >= 1, "sampling.steps must be >= 1")
-        _require(self.predictor in ("analytic", "euler"), f"sampling.predictor must be analytic or euler, got {self.predictor!r}")
+        _require(
+            self.predictor in ("analytic", "euler"),
+            f"sampling.predictor must be analytic or euler, got {self.predictor!r}",
+        )
         _require(self.length >= 0, "sampling.length must be >= 0")
 
 
@@ -257,7 +262,10 @@ class DistributedConfig:
 
     def __post_init__(self) -> None:
         _require(self.strategy in ("ddp", "fsdp"), f"distributed.strategy must be ddp or fsdp, got {self.strategy!r}")
-        _require(self.backend in ("auto", "nccl", "gloo"), f"distributed.backend must be auto/nccl/gloo, got {self.backend!r}")
+        _require(
+            self.backend in ("auto", "nccl", "gloo"),
+            f"distributed.backend must be auto/nccl/gloo, got {self.backend!r}",
+        )
         _require(self.timeout_minutes >= 1, "distributed.timeout_minutes must be >= 1")
 
 

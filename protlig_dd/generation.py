@@ -17,7 +17,7 @@ from protlig_dd.diffusion.graphs import Graph
 from protlig_dd.diffusion.noise import NoiseSchedule
 from protlig_dd.diffusion.samplers import sample
 from protlig_dd.diffusion.templates import template_batch, templates_from_lengths
-from protlig_dd.model.precision import autocast_context
+from protlig_dd.model.score_function import batch_layout, make_score_fn
 
 
 @dataclass
@@ -41,6 +41,10 @@ def draw_lengths(
         raise ValueError("the length histogram is empty: pass explicit lengths")
     draws = torch.multinomial(counts, num, replacement=True, generator=_cpu_generator(generator))
     return [int(min(lengths[i].item(), max_length)) for i in draws]
+
+
+def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 def _cpu_generator(generator: torch.Generator | None) -> torch.Generator | None:
@@ -91,17 +95,10 @@ def generate(
         width = int((chunk != alphabet.pad_id).sum(dim=1).max())
         chunk = chunk[:, :width]
         layout = template_batch(chunk, alphabet.pad_id)
-        needs_mask = layout.has_padding_or_packing()
-        layout = layout.to(device)
-        segment_ids = layout.segment_ids if needs_mask else None
-        positions = layout.positions if needs_mask else None
-
-        def score(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
-            with autocast_context(precision, device):
-                return model(x_t, sigma_bar, segment_ids, positions)
-
+        segment_ids, positions = batch_layout(layout)
+        score = make_score_fn(model, _to(segment_ids, device), _to(positions, device), precision, device)
         tokens = sample(
-            score, graph, noise, layout.tokens, steps, predictor=predictor, denoise=denoise, generator=generator
+            score, graph, noise, layout.tokens.to(device), steps, predictor=predictor, denoise=denoise, generator=generator
         )
         padded = torch.full((chunk.shape[0], templates.shape[1]), alphabet.pad_id, dtype=torch.int64)
         padded[:, :width] = tokens.cpu()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT, TINY_CONFIG
+
 from protlig_dd.config import Config, ConfigError, load_config, save_config
 from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.training import run_train_uniref50_optimized as cli
@@ -86,9 +86,7 @@ def test_bad_yaml_file_names_file_and_key(tmp_path: Path) -> None:
 
 def test_every_config_key_is_read_by_the_code() -> None:
     """Each config field name appears in the package code outside config.py (SEED_LESSONS item 9)."""
-    sources = "\n".join(
-        p.read_text() for p in (REPO_ROOT / "protlig_dd").rglob("*.py") if p.name != "config.py"
-    )
+    sources = "\n".join(p.read_text() for p in (REPO_ROOT / "protlig_dd").rglob("*.py") if p.name != "config.py")
     unused = []
     for section, values in Config().to_dict().items():
         for key in values:
@@ -169,16 +167,43 @@ def test_launchers_return_the_training_exit_code(tmp_path: Path, script: str, sh
     """Launchers create their log folder, pass arguments through, and fail when training fails."""
     env = {**_env(), "LOG_DIR": str(tmp_path / "logs"), "PYTHON": sys.executable}
     bad = subprocess.run(
-        ["bash", str(REPO_ROOT / script), "--work_dir", str(tmp_path / "w"), "--config", str(TINY_CONFIG),
-         "--set", "model.bogus=1"],
-        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [
+            "bash",
+            str(REPO_ROOT / script),
+            "--work_dir",
+            str(tmp_path / "w"),
+            "--config",
+            str(TINY_CONFIG),
+            "--set",
+            "model.bogus=1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert bad.returncode == 2, bad.stdout + bad.stderr
     assert list((tmp_path / "logs").glob("*.log"))
     good = subprocess.run(
-        ["bash", str(REPO_ROOT / script), "--work_dir", str(tmp_path / "w"), "--config", str(TINY_CONFIG),
-         "--device", "cpu", "--set", f"data.cache_dir={shared_cache_dir}", "training.max_steps=2"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            "bash",
+            str(REPO_ROOT / script),
+            "--work_dir",
+            str(tmp_path / "w"),
+            "--config",
+            str(TINY_CONFIG),
+            "--device",
+            "cpu",
+            "--set",
+            f"data.cache_dir={shared_cache_dir}",
+            "training.max_steps=2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert good.returncode == 0, good.stdout + good.stderr
     assert (tmp_path / "w" / "checkpoints" / "step_00000002").is_dir()

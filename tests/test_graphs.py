@@ -1,4 +1,4 @@
-"""Absorbing and uniform graphs: forward marginals, closed-form score entropy vs brute force, reverse steps."""
+"""Absorbing and uniform graphs: forward marginals, score entropy vs brute force, reverse steps."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def kappa(a: float) -> float:
 
 
 def brute_force_entropy(graph: Graph, log_score: torch.Tensor, sigma: float, x_t: int, x0: int) -> float:
-    """l = sum_{y != x_t} w(x_t, y) [s_y - r_y log s_y + K(r_y)], r_y = p_t(y|x0) / p_t(x_t|x0), by enumeration."""
+    """l = sum_{y != x_t} w(x_t, y) [s_y - r_y log s_y + K(r_y)], r_y = p_t(y|x0)/p_t(x_t|x0), enumerated."""
     q = graph.rate_matrix().double()
     p = torch.linalg.matrix_exp(sigma * q)[x0]  # p_t(. | x0)
     total = 0.0
@@ -54,13 +54,16 @@ def test_score_entropy_matches_brute_force(graph_cls: type[Graph], num_residues:
         log_score = torch.randn(1, len(pairs), graph.dim, generator=gen, dtype=torch.float64) * 1.5
         log_score.scatter_(-1, x_t.unsqueeze(-1), 0.0)  # the model's overwrite rule
         got = graph.score_entropy(log_score, torch.tensor([sigma]), x_t, x0)  # (1, P)
-        want = torch.tensor([[brute_force_entropy(graph, log_score[0, i], sigma, *pairs[i]) for i in range(len(pairs))]], dtype=torch.float64)
+        want = torch.tensor(
+            [[brute_force_entropy(graph, log_score[0, i], sigma, *pairs[i]) for i in range(len(pairs))]],
+            dtype=torch.float64,
+        )
         torch.testing.assert_close(got.double(), want, rtol=2e-4, atol=2e-4)
 
 
 @pytest.mark.parametrize("graph_cls", [Absorbing, Uniform])
 def test_score_entropy_nonnegative_and_zero_at_true_score(graph_cls: type[Graph]) -> None:
-    """l >= 0 for any score, and l = 0 when s_y = r_y (the conditional ratios) (score entropy is a divergence)."""
+    """l >= 0 for any score and l = 0 at s_y = r_y, the conditional ratios (score entropy is a divergence)."""
     graph = graph_cls(4)
     gen = torch.Generator().manual_seed(1)
     pairs = reachable_pairs(graph)
@@ -176,7 +179,7 @@ def test_pads_are_never_noised(graph_cls: type[Graph]) -> None:
 def test_analytic_step_is_exact_posterior(graph_cls: type[Graph]) -> None:
     """Driven by the exact one-position score, the analytic step samples q(y) p_d(x_t|y) / p_t(x_t) exactly.
 
-    q is any distribution at the earlier time, p_t = q exp(dQ); this is Tweedie tau-leaping's defining property.
+    q is any distribution at the earlier time, p_t = q exp(dQ): Tweedie tau-leaping's defining property.
     """
     graph = graph_cls(4)
     gen = torch.Generator().manual_seed(4)

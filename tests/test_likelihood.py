@@ -19,7 +19,9 @@ PAD = N + 1
 # The same oracle lives in test_samplers.py (test files own no shared helper module).
 def random_factorised(num_positions: int, seed: int) -> torch.Tensor:
     """(L, N) float64 rows p_i: random distributions with every entry > 0."""
-    logits = 1.5 * torch.randn(num_positions, N, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    logits = 1.5 * torch.randn(
+        num_positions, N, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     return torch.softmax(logits, dim=-1)
 
 
@@ -81,8 +83,13 @@ def test_oracle_bound_without_antithetic_and_with_packing() -> None:
     batch = Batch.from_packed_rows(rows, pad_id=PAD, length=10)
     noise = LogLinear(1e-3)
     out = likelihood_bound(
-        absorbing_oracle(p, batch.positions), Absorbing(N), noise, batch, num_samples=1200,
-        generator=torch.Generator().manual_seed(3), antithetic=False,
+        absorbing_oracle(p, batch.positions),
+        Absorbing(N),
+        noise,
+        batch,
+        num_samples=1200,
+        generator=torch.Generator().manual_seed(3),
+        antithetic=False,
     )
     assert out.row.tolist() == [0, 0, 1, 2] and out.segment.tolist() == [1, 2, 1, 1]
     assert out.num_residues.tolist() == [6, 3, 8, 2]
@@ -154,17 +161,41 @@ def test_summary_is_residue_weighted() -> None:
     args = (absorbing_oracle(p), Absorbing(N), LogLinear(1e-3))
     gen = torch.Generator().manual_seed(11)
     parts = [
-        likelihood_bound(*args, Batch.from_sequences([[0, 1, 2], [4, 4, 4, 1, 2, 3, 0, 1]], pad_id=PAD), 8, gen),
+        likelihood_bound(
+            *args, Batch.from_sequences([[0, 1, 2], [4, 4, 4, 1, 2, 3, 0, 1]], pad_id=PAD), 8, gen
+        ),
         likelihood_bound(*args, Batch.from_sequences([[2, 2, 2, 2, 2]], pad_id=PAD), 8, gen),
     ]
     summary = summarize_bounds(parts)
     bounds = torch.cat([q.bound for q in parts])
-    stderrs = torch.cat([q.stderr for q in parts])
     assert summary.num_sequences == 3 and summary.num_residues == 16
     assert math.isclose(summary.nll_per_residue, float(bounds.sum()) / 16, rel_tol=1e-12)
     assert math.isclose(summary.ppl_bound, math.exp(summary.nll_per_residue), rel_tol=1e-12)
-    assert math.isclose(summary.nll_stderr, math.sqrt(float((stderrs**2).sum())) / 16, rel_tol=1e-12)
+    # Per batch: the pair-mean totals over its sequences are the independent units; batches add variances.
+    variance = sum(float(q.samples.reshape(len(q.bound), -1, 2).mean(-1).sum(0).var()) / 4 for q in parts)
+    assert math.isclose(summary.nll_stderr, math.sqrt(variance) / 16, rel_tol=1e-9)
     assert math.isclose(summary.ppl_stderr, summary.ppl_bound * summary.nll_stderr, rel_tol=1e-12)
     assert "O(eps) prior and reconstruction terms" in summary.describe()
     with pytest.raises(ValueError, match="no sequence bounds"):
         summarize_bounds([])
+
+
+def test_summary_stderr_accounts_for_sequences_sharing_t() -> None:
+    """Packed sequences share t, so their errors correlate: the summary stderr exceeds the naive
+    independent-sequence combination sqrt(sum se_i^2) instead of understating the uncertainty."""
+    p = random_factorised(6, seed=12)
+    seq = [0, 1, 2, 3, 4, 0]
+    batch = Batch.from_packed_rows([[seq, seq]], pad_id=PAD)
+    log_p = torch.nn.functional.pad(p.log().float(), (0, 1))[batch.positions]  # (1, 12, N + 1)
+
+    def unscaled_score(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
+        # Not scaled by sigma: the estimate's mean then depends on t, which the two sequences share.
+        return log_p
+
+    out = likelihood_bound(
+        unscaled_score, Absorbing(N), LogLinear(1e-3), batch, 400, torch.Generator().manual_seed(0)
+    )
+    summary = summarize_bounds(out)
+    naive = math.sqrt(float((out.stderr**2).sum())) / 12
+    assert float(torch.corrcoef(out.units())[0, 1]) > 0.3
+    assert summary.nll_stderr > 1.1 * naive

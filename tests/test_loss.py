@@ -1,4 +1,4 @@
-"""Score-entropy training loss on a Batch: normalisation, padding, hand computation, sigma fed to the score."""
+"""Score-entropy training loss on a Batch: normalisation, padding, hand computation, sigma fed to score."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ PAD = N + 1
 
 def table_score(dim: int, max_length: int = 64, seed: int = 0, requires_grad: bool = False):
     """A score function that depends only on the position and x_t (model-like overwrite rule)."""
-    table = torch.randn(max_length, dim, generator=torch.Generator().manual_seed(seed)).requires_grad_(requires_grad)
+    table = torch.randn(max_length, dim, generator=torch.Generator().manual_seed(seed)).requires_grad_(
+        requires_grad
+    )
     calls: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def score_fn(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
@@ -36,11 +38,13 @@ def test_appended_padding_does_not_change_the_loss() -> None:
     graph, noise = Absorbing(N), LogLinear(1e-3)
     seq = [0, 3, 1, 4, 2, 2, 1]
     score_fn, _, _ = table_score(graph.dim)
+    t = torch.tensor([0.6])  # fixed so that some, not all, positions are masked
     out = []
     for length in (7, 15):
         batch = Batch.from_sequences([seq], pad_id=PAD, length=length)
-        out.append(score_entropy_loss(score_fn, graph, noise, batch, torch.Generator().manual_seed(3)))
+        out.append(score_entropy_loss(score_fn, graph, noise, batch, torch.Generator().manual_seed(3), t=t))
     assert out[0].num_tokens == out[1].num_tokens == 7
+    assert float(out[0].loss) > 0
     torch.testing.assert_close(out[0].loss, out[1].loss)
     torch.testing.assert_close(out[0].row_loss, out[1].row_loss)
 
@@ -71,7 +75,7 @@ def test_loss_matches_hand_computation() -> None:
     score_fn, calls, table = table_score(graph.dim)
     t = torch.tensor([0.6, 0.8])
     out = score_entropy_loss(score_fn, graph, noise, batch, torch.Generator().manual_seed(1), t=t)
-    (x_t, sigma_seen), = calls
+    ((x_t, sigma_seen),) = calls
     total = 0.0
     num_masked = 0
     for b, seq in enumerate(seqs):
@@ -101,7 +105,7 @@ def test_score_receives_sigma_bar_of_t() -> None:
     batch = Batch.from_sequences([[0, 1, 2], [3, 4, 0]], pad_id=PAD)
     score_fn, calls, _ = table_score(graph.dim)
     out = score_entropy_loss(score_fn, graph, noise, batch, torch.Generator().manual_seed(0))
-    (_, sigma_seen), = calls
+    ((_, sigma_seen),) = calls
     assert sigma_seen.shape == (2,)
     torch.testing.assert_close(sigma_seen, noise.total(out.t))
     assert not torch.allclose(sigma_seen, out.t)
@@ -121,7 +125,11 @@ def test_bf16_score_gives_fp32_loss_with_gradient() -> None:
     batch = Batch.from_sequences([[0, 1, 2, 3], [4, 3]], pad_id=PAD)
     score_fn, _, table = table_score(graph.dim, requires_grad=True)
     out = score_entropy_loss(
-        lambda x, s: score_fn(x, s).to(torch.bfloat16), graph, noise, batch, torch.Generator().manual_seed(0),
+        lambda x, s: score_fn(x, s).to(torch.bfloat16),
+        graph,
+        noise,
+        batch,
+        torch.Generator().manual_seed(0),
         t=torch.tensor([0.9, 0.9]),
     )
     assert out.loss.dtype == torch.float32 and bool(torch.isfinite(out.loss))

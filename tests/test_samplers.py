@@ -1,4 +1,4 @@
-"""Samplers: oracle marginals (chi-square), fixed positions, padding, determinism, sigma fed, no re-sampling."""
+"""Samplers: oracle marginals (chi-square), fixed positions, padding, determinism, sigma, no resampling."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from protlig_dd.diffusion.graphs import Absorbing, Uniform
-from protlig_dd.diffusion.noise import Geometric, LogLinear
+from protlig_dd.diffusion.noise import Cosine, Geometric, LogLinear
 from protlig_dd.diffusion.samplers import sample, sample_categorical
 
 N = 5
@@ -17,12 +17,14 @@ PAD = N + 1
 # The same absorbing oracle lives in test_likelihood.py (test files own no shared helper module).
 def random_factorised(num_positions: int, seed: int) -> torch.Tensor:
     """(L, N) float64 rows p_i: random distributions with every entry > 0."""
-    logits = 1.5 * torch.randn(num_positions, N, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    logits = 1.5 * torch.randn(
+        num_positions, N, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     return torch.softmax(logits, dim=-1)
 
 
 def absorbing_oracle(p: torch.Tensor):
-    """Exact absorbing log-score of p0 = prod_i p_i: log p_i(y) - log(e^sigma - 1) at MASK, ratios elsewhere."""
+    """Exact absorbing log-score of p0 = prod_i p_i: log p_i(y) - log(e^sigma - 1) at MASK, else ratios."""
     log_p = p.log()  # (L, N)
 
     def score_fn(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
@@ -40,7 +42,7 @@ def absorbing_oracle(p: torch.Tensor):
 
 
 def uniform_oracle(p: torch.Tensor):
-    """Exact uniform-graph log-score: log p_t,i(y) - log p_t,i(x), p_t,i = e^-sigma p_i + (1 - e^-sigma) / N."""
+    """Exact uniform-graph log-score log p_t,i(y) - log p_t,i(x), p_t,i = e^-sigma p_i + (1 - e^-sigma)/N."""
 
     def score_fn(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
         b, length = x_t.shape
@@ -55,23 +57,31 @@ def uniform_oracle(p: torch.Tensor):
 def chi_square_pvalue(samples: torch.Tensor, p: torch.Tensor) -> float:
     """P-value of the per-position counts of ``samples`` (B, L) under independent marginals p (L, N)."""
     num = samples.shape[0]
-    counts = torch.stack([torch.bincount(samples[:, i], minlength=N) for i in range(samples.shape[1])]).double()
+    counts = torch.stack(
+        [torch.bincount(samples[:, i], minlength=N) for i in range(samples.shape[1])]
+    ).double()
     expected = num * p
     stat = ((counts - expected) ** 2 / expected).sum()
     dof = samples.shape[1] * (N - 1)
     return float(torch.special.gammaincc(torch.tensor(dof / 2.0, dtype=torch.float64), stat / 2.0))
 
 
+# (graph, predictor, steps, schedule). With loglinear noise the absorbing Euler step coincides with the
+# analytic one under the oracle (both unmask with probability dt / t_k), so Euler also runs on cosine.
 ORACLE_CASES = [
-    ("absorbing", "euler", 16),
-    ("absorbing", "analytic", 16),
-    ("absorbing", "analytic", 1),
-    ("uniform", "analytic", 16),
+    ("absorbing", "euler", 16, "loglinear"),
+    ("absorbing", "euler", 16, "cosine"),
+    ("absorbing", "analytic", 16, "loglinear"),
+    ("absorbing", "analytic", 16, "geometric"),
+    ("absorbing", "analytic", 1, "loglinear"),
+    ("uniform", "analytic", 16, "loglinear"),
+    ("uniform", "euler", 32, "loglinear"),
 ]
+SCHEDULES = {"loglinear": LogLinear(1e-3), "cosine": Cosine(1e-3), "geometric": Geometric(1e-4, 20.0, 1e-3)}
 
 
-@pytest.mark.parametrize(("graph_name", "predictor", "steps"), ORACLE_CASES)
-def test_oracle_marginals_match(graph_name: str, predictor: str, steps: int) -> None:
+@pytest.mark.parametrize(("graph_name", "predictor", "steps", "schedule"), ORACLE_CASES)
+def test_oracle_marginals_match(graph_name: str, predictor: str, steps: int, schedule: str) -> None:
     """Driven by the factorised oracle, 4000 samples have per-position marginals p_i (chi-square p > 1e-3).
 
     The same samples fail the test against a permuted p, so the test has power.
@@ -81,7 +91,8 @@ def test_oracle_marginals_match(graph_name: str, predictor: str, steps: int) -> 
     graph = Absorbing(N) if graph_name == "absorbing" else Uniform(N)
     oracle = absorbing_oracle(p) if graph_name == "absorbing" else uniform_oracle(p)
     template = torch.full((num, length), MASK)
-    out = sample(oracle, graph, LogLinear(1e-3), template, steps, predictor, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    out = sample(oracle, graph, SCHEDULES[schedule], template, steps, predictor, generator=gen)
     assert int(out.max()) < N
     assert chi_square_pvalue(out, p) > 1e-3
     assert chi_square_pvalue(out, p.roll(1, dims=-1)) < 1e-6
@@ -130,7 +141,9 @@ def test_fixed_positions_are_kept(graph_cls, predictor: str) -> None:
         seen.append(x_t.clone())
         return oracle(x_t, sigma_bar)
 
-    out = sample(recording, graph_cls(N), LogLinear(1e-3), template, 8, predictor, generator=torch.Generator())
+    out = sample(
+        recording, graph_cls(N), LogLinear(1e-3), template, 8, predictor, generator=torch.Generator()
+    )
     assert len(seen) == 9
     for x in [*seen, out]:
         assert torch.equal(x[fixed], template[fixed])
@@ -150,13 +163,15 @@ def test_same_seed_same_tokens() -> None:
         assert torch.equal(a, b)
         assert not torch.equal(a, c)
     uniform = (uniform_oracle(p), Uniform(N), LogLinear(1e-3), template, 10)
-    assert torch.equal(sample(*uniform, generator=torch.Generator().manual_seed(7)),
-                       sample(*uniform, generator=torch.Generator().manual_seed(7)))
+    assert torch.equal(
+        sample(*uniform, generator=torch.Generator().manual_seed(7)),
+        sample(*uniform, generator=torch.Generator().manual_seed(7)),
+    )
 
 
 @pytest.mark.parametrize("predictor", ["analytic", "euler"])
 def test_score_sees_sigma_bar_of_the_time_grid(predictor: str) -> None:
-    """Step k calls the score with sigma_bar(t_k), t_k = linspace(1, eps, steps + 1); denoise with sigma_bar(eps).
+    """Step k calls the score with sigma_bar(t_k), t_k = linspace(1, eps, steps + 1); denoise: sigma_bar(eps).
 
     Guards SEED_LESSONS item 10 (the old sampler fed t instead of sigma); a geometric schedule makes the
     two very different.
@@ -172,7 +187,9 @@ def test_score_sees_sigma_bar_of_the_time_grid(predictor: str) -> None:
         return oracle(x_t, sigma_bar)
 
     template = torch.full((3, 5), MASK)
-    sample(recording, Absorbing(N), noise, template, steps, predictor, generator=torch.Generator().manual_seed(0))
+    sample(
+        recording, Absorbing(N), noise, template, steps, predictor, generator=torch.Generator().manual_seed(0)
+    )
     times = torch.linspace(1.0, 1e-3, steps + 1, dtype=torch.float64)
     want = noise.total(times).float()  # steps grid values, then sigma_bar(eps) for denoise
     got = torch.stack(seen)  # (steps + 1, B)
@@ -183,7 +200,7 @@ def test_score_sees_sigma_bar_of_the_time_grid(predictor: str) -> None:
 
 @pytest.mark.parametrize("predictor", ["analytic", "euler"])
 def test_absorbing_chain_never_resamples_an_unmasked_position(predictor: str) -> None:
-    """Once a position leaves MASK it keeps its token in every later step and in the output (SEED_LESSONS 10)."""
+    """Once a position leaves MASK it keeps its token in every later step and the output (SEED_LESSONS 10)."""
     p = random_factorised(10, seed=6)
     oracle = absorbing_oracle(p)
     seen: list[torch.Tensor] = []
@@ -194,8 +211,15 @@ def test_absorbing_chain_never_resamples_an_unmasked_position(predictor: str) ->
         return oracle(x_t, sigma_bar)
 
     template = torch.full((64, 10), MASK)
-    out = sample(recording, Absorbing(N), LogLinear(1e-3), template, 12, predictor,
-                 generator=torch.Generator().manual_seed(9))
+    out = sample(
+        recording,
+        Absorbing(N),
+        LogLinear(1e-3),
+        template,
+        12,
+        predictor,
+        generator=torch.Generator().manual_seed(9),
+    )
     history = torch.stack([*seen, out])  # (calls + 1, B, L)
     unmasked = history != MASK
     assert bool(unmasked[-2].any() & ~unmasked[1].all()), "the chain should unmask gradually"

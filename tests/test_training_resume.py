@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT, TINY_CONFIG
+
 from protlig_dd.config import load_config
 from protlig_dd.training import checkpoint as ckpt
 from protlig_dd.training.loop import RunOptions, train

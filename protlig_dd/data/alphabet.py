@@ -91,9 +91,7 @@ class Alphabet:
             raw = np.frombuffer(sequence.encode("ascii"), dtype=np.uint8)
         except UnicodeEncodeError as err:
             bad = sequence[err.start]
-            raise UnknownResidueError(
-                f"{label}: non-ASCII character {bad!r} at position {err.start + 1}"
-            ) from None
+            raise UnknownResidueError(f"{label}: non-ASCII character {bad!r} at position {err.start + 1}") from None
         ids = self._lookup[raw]
         invalid = ids == _INVALID
         if invalid.any():
@@ -102,8 +100,7 @@ class Alphabet:
             bad = chr(raw[first])
             if unknown == "error" or not bad.isalpha():
                 raise UnknownResidueError(
-                    f"{label}: character {bad!r} at position {first + 1} is not in the alphabet "
-                    f"{self.residues!r}"
+                    f"{label}: character {bad!r} at position {first + 1} is not in the alphabet {self.residues!r}"
                 )
             ids = ids.copy()
             ids[positions] = self.residues.index("X")

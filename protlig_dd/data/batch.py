@@ -55,7 +55,7 @@ class Batch:
         return NaN there) and real positions never see a pad.
         """
         seg = self.segment_ids
-        return (seg[:, None, :, None] == seg[:, None, None, :])
+        return seg[:, None, :, None] == seg[:, None, None, :]
 
     def has_padding_or_packing(self) -> bool:
         """True unless every row is one sequence filling the whole row (then no mask is needed).

@@ -39,7 +39,9 @@ class InMemoryTokenStore:
         lengths = np.array([len(s) for s in sequences], dtype=np.int64)
         offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        flat = np.concatenate([np.asarray(s, dtype=np.uint8) for s in sequences]) if sequences else np.zeros(0, np.uint8)
+        flat = (
+            np.concatenate([np.asarray(s, dtype=np.uint8) for s in sequences]) if sequences else np.zeros(0, np.uint8)
+        )
         names = list(ids) if ids is not None else [str(i) for i in range(len(sequences))]
         if len(names) != len(sequences):
             raise ValueError(f"{len(names)} ids for {len(sequences)} sequences")

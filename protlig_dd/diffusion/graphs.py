@@ -36,7 +36,7 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _per_position(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     """Broadcast a per-row (B,) or scalar value against a per-position (B, L) tensor, as fp32."""
-    value = torch.as_tensor(value, dtype=torch.float32, device=like.device).to(torch.float32)
+    value = torch.as_tensor(value, dtype=torch.float32, device=like.device)
     if value.dim() == 0:
         return value
     if value.dim() > like.dim():

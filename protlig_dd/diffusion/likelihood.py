@@ -9,7 +9,8 @@ Like SEDD and MDLM, the reported bound leaves out the O(eps) prior term (t = 1 i
 limit) and the reconstruction term (t = eps is not exactly clean). Each draw picks one t per row
 (sequences packed in a row share it), so the draws of one sequence are independent across draws.
 Antithetic pairs (u, 1 - u) reduce the variance; the standard error is then computed from the pair
-means, which are independent.
+means, which are independent. Sequences packed in one row share t, so their estimates are correlated:
+the summary's standard error is computed from per-draw totals over the batch, which accounts for it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ class SequenceBounds:
     stderr: torch.Tensor  # (S,) float64 Monte-Carlo standard error of ``bound`` (nan if one unit)
     num_residues: torch.Tensor  # (S,) int64
     samples: torch.Tensor  # (S, num_samples) float64 the individual draws (antithetic pairs adjacent)
+    antithetic: bool  # whether draws 2k and 2k+1 are an antithetic pair
+
+    def units(self) -> torch.Tensor:
+        """(S, U) the independent Monte-Carlo units: antithetic pair means, or the plain draws."""
+        if self.antithetic:
+            return self.samples.reshape(self.samples.shape[0], -1, 2).mean(dim=-1)
+        return self.samples
 
 
 @dataclass
@@ -119,40 +127,47 @@ def likelihood_bound(
     counts = counts[:, 1:]  # (B, k)
     present = counts > 0
     rows, segments = present.nonzero(as_tuple=True)
-    samples = estimates[rows, segments]  # (S, num_samples)
-
-    # Independent units: antithetic pair means, or the plain draws.
-    units = samples.reshape(samples.shape[0], -1, 2).mean(dim=-1) if antithetic else samples
-    num_units = units.shape[-1]
-    if num_units > 1:
-        stderr = units.std(dim=-1, correction=1) / math.sqrt(num_units)
-    else:
-        stderr = torch.full((samples.shape[0],), math.nan, dtype=torch.float64, device=tokens.device)
-    return SequenceBounds(
+    empty = torch.zeros(0, dtype=torch.float64, device=tokens.device)
+    result = SequenceBounds(
         row=rows,
         segment=segments + 1,
-        bound=units.mean(dim=-1),
-        stderr=stderr,
+        bound=empty,
+        stderr=empty,
         num_residues=counts[rows, segments],
-        samples=samples,
+        samples=estimates[rows, segments],  # (S, num_samples)
+        antithetic=antithetic,
     )
+    units = result.units()  # (S, U)
+    result.bound = units.mean(dim=-1)
+    result.stderr = _standard_error(units)
+    return result
+
+
+def _standard_error(units: torch.Tensor) -> torch.Tensor:
+    """Standard error of the mean over the last axis of independent units; nan with a single unit."""
+    num_units = units.shape[-1]
+    if num_units < 2:
+        return torch.full(units.shape[:-1], math.nan, dtype=torch.float64, device=units.device)
+    return units.std(dim=-1, correction=1) / math.sqrt(num_units)
 
 
 def summarize_bounds(bounds: SequenceBounds | Sequence[SequenceBounds]) -> BoundSummary:
     """Residue-weighted bound over all sequences: nll_per_residue, ppl_bound and standard errors.
 
-    Sequences are independent, so the variance of the summed bound is the sum of their variances.
+    Each ``SequenceBounds`` is one batch: its per-unit totals over all its sequences are independent
+    units (sequences packed in a row share t, so they are not independent of each other), and
+    separate batches are independent, so their variances add.
     """
     parts = [bounds] if isinstance(bounds, SequenceBounds) else list(bounds)
     if not parts:
         raise ValueError("summarize_bounds: no sequence bounds given")
     bound = torch.cat([p.bound.double().cpu() for p in parts])
-    stderr = torch.cat([p.stderr.double().cpu() for p in parts])
     num_residues = int(sum(int(p.num_residues.sum()) for p in parts))
     if num_residues == 0:
         raise ValueError("summarize_bounds: the sequences hold no residues")
+    total_variance = sum(float(_standard_error(p.units().sum(dim=0))) ** 2 for p in parts)
     nll = float(bound.sum()) / num_residues
-    nll_stderr = math.sqrt(float((stderr**2).sum())) / num_residues
+    nll_stderr = math.sqrt(total_variance) / num_residues
     ppl = math.exp(nll)
     return BoundSummary(
         nll_per_residue=nll,

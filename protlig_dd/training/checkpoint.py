@@ -181,7 +181,9 @@ def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str,
         raise CheckpointError(f"{path}: cannot be loaded ({err})") from None
 
 
-def prune_checkpoints(work_dir: Path, keep_last: int, keep_best: bool, metric: str = "val_nll_per_residue") -> list[Path]:
+def prune_checkpoints(
+    work_dir: Path, keep_last: int, keep_best: bool, metric: str = "val_nll_per_residue"
+) -> list[Path]:
     """Delete complete checkpoints beyond the newest ``keep_last`` (and the best by ``metric``)."""
     found = list_checkpoints(work_dir)
     keep = {c.path for c in found[-keep_last:]}

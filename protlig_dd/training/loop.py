@@ -31,7 +31,8 @@ from protlig_dd.data.loader import build_train_stream
 from protlig_dd.data.pipeline import DataSplits, prepare_splits, resolve_cache_root
 from protlig_dd.diffusion.loss import score_entropy_loss
 from protlig_dd.model.ema import EMA
-from protlig_dd.model.precision import autocast_context, needs_grad_scaler, resolve_precision
+from protlig_dd.model.precision import needs_grad_scaler, resolve_precision
+from protlig_dd.model.score_function import make_score_fn
 from protlig_dd.training import checkpoint as ckpt
 from protlig_dd.training.builders import build_diffusion, build_model, build_optimizer
 from protlig_dd.training.distributed import (
@@ -259,16 +260,6 @@ class Trainer:
         return path
 
     # ----- one optimizer step -------------------------------------------------------------
-    def _score_fn(self, batch: Batch, needs_mask: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        segment_ids = batch.segment_ids if needs_mask else None
-        positions = batch.positions if needs_mask else None
-
-        def score(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
-            with autocast_context(self.precision, self.device):
-                return self.train_model(x_t, sigma_bar, segment_ids, positions)
-
-        return score
-
     def train_step(self, micro_batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         """One optimizer update over ``micro_batches``; returns (loss sum, grad norm, real, total tokens).
 
@@ -298,7 +289,14 @@ class Trainer:
             )
             with sync_context:
                 out = score_entropy_loss(
-                    self._score_fn(batch, needs_mask), self.graph, self.noise, batch, generator=self.noise_generator
+                    make_score_fn(
+                        self.train_model,
+                        batch.segment_ids if needs_mask else None,
+                        batch.positions if needs_mask else None,
+                        self.precision,
+                        self.device,
+                    ),
+                    self.graph, self.noise, batch, generator=self.noise_generator
                 )
                 batch_sum = out.total
                 # DDP averages gradients over ranks: scale so the result is sum / global tokens.

@@ -25,9 +25,11 @@ def resolve_wandb_mode(requested: str) -> str:
     """auto: online when an API key is configured, offline otherwise."""
     if requested != "auto":
         return requested
-    if os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").is_file() and "api.wandb.ai" in (
-        Path.home() / ".netrc"
-    ).read_text(errors="ignore"):
+    if (
+        os.environ.get("WANDB_API_KEY")
+        or (Path.home() / ".netrc").is_file()
+        and "api.wandb.ai" in (Path.home() / ".netrc").read_text(errors="ignore")
+    ):
         return "online"
     return "offline"
 
@@ -78,7 +80,9 @@ class MetricsLogger:
         self._handle.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
         if self._wandb_run is not None:
             step = row.get("step")
-            self._wandb_run.log({k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}, step=step)
+            self._wandb_run.log(
+                {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}, step=step
+            )
 
     def close(self) -> None:
         self._handle.close()

@@ -34,5 +34,7 @@ def wrap_model(model: torch.nn.Module, cfg: Config, info: DistInfo) -> torch.nn.
         if compile_supported(info.device):
             wrapped = torch.compile(wrapped)
         else:
-            logger.warning("training.compile is set but torch.compile is not supported on %s; running eagerly", info.device)
+            logger.warning(
+                "training.compile is set but torch.compile is not supported on %s; running eagerly", info.device
+            )
     return wrapped

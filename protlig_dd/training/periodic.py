@@ -15,7 +15,7 @@ from protlig_dd.data.loader import eval_batches
 from protlig_dd.data.sequence_set import SequenceSet
 from protlig_dd.diffusion.likelihood import likelihood_bound
 from protlig_dd.generation import draw_lengths, generate
-from protlig_dd.model.precision import autocast_context
+from protlig_dd.model.score_function import make_score_fn
 from protlig_dd.training.distributed import all_reduce_sum
 from protlig_dd.training.train_state import mix_seed
 
@@ -62,17 +62,17 @@ def validate(trainer: Trainer, sequences: SequenceSet) -> dict[str, float]:
                 continue
             needs_mask = batch.has_padding_or_packing()
             batch = batch.to(trainer.device)
-            segment_ids = batch.segment_ids if needs_mask else None
-            positions = batch.positions if needs_mask else None
-
-            def score(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
-                with autocast_context(trainer.precision, trainer.device):
-                    return model(x_t, sigma_bar, segment_ids, positions)
-
+            score = make_score_fn(
+                model,
+                batch.segment_ids if needs_mask else None,
+                batch.positions if needs_mask else None,
+                trainer.precision,
+                trainer.device,
+            )
             result = likelihood_bound(
                 score, trainer.graph, trainer.noise, batch, samples, generator=generator, antithetic=antithetic
             )
-            variance = torch.nan_to_num(result.stderr, nan=0.0) ** 2
+            variance = result.stderr**2  # NaN (unknown) when a sequence had a single Monte-Carlo unit
             totals += torch.stack(
                 [
                     result.bound.sum(),
@@ -130,7 +130,7 @@ def write_fasta(path: Path, sequences: list[str], headers: list[str]) -> None:
     """Write sequences as FASTA (60 residues per line), atomically."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as handle:
-        for header, sequence in zip(headers, sequences):
+        for header, sequence in zip(headers, sequences, strict=True):
             handle.write(f">{header}\n")
             for start in range(0, len(sequence), 60):
                 handle.write(sequence[start : start + 60] + "\n")
@@ -171,6 +171,4 @@ def sample_during_training(trainer: Trainer) -> dict[str, float]:
         for i, s in enumerate(result.sequences)
     ]
     write_fasta(out_dir / f"step_{step:08d}.fasta", result.sequences, headers)
-    return sequence_statistics(
-        result.sequences, trainer.splits.summary.residue_frequencies, trainer.alphabet.residues
-    )
+    return sequence_statistics(result.sequences, trainer.splits.summary.residue_frequencies, trainer.alphabet.residues)
