@@ -168,6 +168,8 @@ class SEDDTransformer(nn.Module):
     """The SEDD score network over N residues (+ MASK for absorbing); inputs may also hold PAD.
 
     ``forward`` returns float32 log-scores; see the module docstring for the output convention.
+    Weights stay float32: lower precision comes from autocast (see ``precision.py``), while the
+    residual stream, LayerNorms and the score transform stay float32.
     """
 
     def __init__(self, cfg: ModelConfig, num_residues: int, absorbing: bool) -> None:
