@@ -207,3 +207,26 @@ def test_launchers_return_the_training_exit_code(tmp_path: Path, script: str, sh
     )
     assert good.returncode == 0, good.stdout + good.stderr
     assert (tmp_path / "w" / "checkpoints" / "step_00000002").is_dir()
+
+
+def test_training_reads_a_cache_made_by_prepare(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    """A cache directory written by `python -m protlig_dd.data.prepare` works as --datafile (no re-tokenising)."""
+    from protlig_dd.data.pipeline import EMBEDDED_TRAIN_COUNT  # noqa: F401  (the embedded data exists)
+
+    source = REPO_ROOT / "protlig_dd" / "data" / "embedded" / "x001.csv"
+    prepared = tmp_path / "prepared"
+    proc = subprocess.run(
+        [sys.executable, "-m", "protlig_dd.data.prepare", "--source", str(source), "--out", str(prepared)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cfg = load_config(
+        TINY_CONFIG, [*tiny_overrides, f"data.source={prepared}", "data.validation_fraction=0.1", "training.max_steps=2"]
+    )
+    train(cfg, RunOptions(work_dir=tmp_path / "run", device="cpu"))
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "step_00000002" / "meta.json").read_text())
+    assert meta["data_summary"]["caches"]["train"] == str(prepared)
+    assert meta["data_summary"]["num_train"] + meta["data_summary"]["num_validation"] == 498

@@ -32,7 +32,7 @@ import numpy as np
 
 from protlig_dd.config import DataConfig
 from protlig_dd.data.alphabet import Alphabet
-from protlig_dd.data.cache import PreparedCache, prepare_cache
+from protlig_dd.data.cache import CacheError, PreparedCache, prepare_cache, read_meta
 from protlig_dd.data.readers import SourceSpec
 from protlig_dd.data.sequence_set import SequenceSet
 from protlig_dd.data.splits import assign_splits, exclude_ids
@@ -168,6 +168,15 @@ def length_histogram(lengths: np.ndarray) -> dict[str, list[int]]:
     return {"lengths": values.tolist(), "counts": counts[values].tolist()}
 
 
+def open_prepared_source(path: Path, alphabet: Alphabet) -> PreparedCache:
+    """Open a cache directory given as a data source, checking it was made with ``alphabet``."""
+    cache = PreparedCache.open(path)
+    residues = cache.meta.get("alphabet")
+    if residues != alphabet.residues:
+        raise CacheError(f"{path}: prepared with alphabet {residues!r}, but the model uses {alphabet.residues!r}")
+    return cache
+
+
 def prepare_splits(
     data_cfg: DataConfig,
     alphabet: Alphabet,
@@ -184,6 +193,9 @@ def prepare_splits(
     }
 
     def prepare(role: str, specs: list[SourceSpec]) -> PreparedCache:
+        if len(specs) == 1 and read_meta(specs[0].path) is not None:
+            # The source is a cache made by `python -m protlig_dd.data.prepare`: use it as it is.
+            return open_prepared_source(Path(specs[0].path), alphabet)
         return prepare_cache(
             specs,
             _cache_dir(cache_root, role, specs, options),
