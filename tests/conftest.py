@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+# The suite runs tiny models: one intra-op thread avoids oversubscription (2 cores, subprocess tests
+# running beside the main process) and keeps timings steady. Benchmarks live in scripts/, not here.
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = Path(__file__).resolve().parent / "tiny_config.yaml"
