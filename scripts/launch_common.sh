@@ -7,7 +7,10 @@
 #   WORK_DIR    run directory when no --work_dir is passed (default: runs/uniref50)
 #   LOG_DIR     where the launcher's log file goes        (default: logs)
 #   NPROC       processes per node; > 1 (or NNODES > 1) launches through torchrun (default: 1)
-#   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT, RDZV_ENDPOINT: multi-node rendezvous for torchrun
+#   NNODES      nodes; > 1 uses torchrun's c10d rendezvous (run the launcher once on every node)
+#   MASTER_ADDR, MASTER_PORT (default 29500) or RDZV_ENDPOINT (host:port): the rendezvous host,
+#               the same on every node; RDZV_ID (default protlig_dd): a job id shared by the nodes.
+#               Node ranks are assigned by the rendezvous. See docs/distributed.md (SLURM example).
 #   PYTHON      the Python interpreter (default: python3)
 set -uo pipefail
 
@@ -39,10 +42,17 @@ launch_training() {
 
     local log_dir="${LOG_DIR:-logs}"
     mkdir -p "$log_dir" || { echo "error: cannot create log folder $log_dir" >&2; return 2; }
-    local log_file="${log_dir}/${label}_$(date +%Y%m%d_%H%M%S).log"
+    local nnodes="${NNODES:-1}"
+    if ! [[ "$nnodes" =~ ^[0-9]+$ ]] || [ "$nnodes" -lt 1 ]; then
+        echo "error: NNODES must be a positive integer, got '$nnodes'" >&2
+        return 2
+    fi
+    # Several nodes may share LOG_DIR (and start in the same second): name the file per host.
+    local host_suffix=""
+    [ "$nnodes" -gt 1 ] && host_suffix="_$(hostname)"
+    local log_file="${log_dir}/${label}_$(date +%Y%m%d_%H%M%S)${host_suffix}.log"
 
     local cmd
-    local nnodes="${NNODES:-1}"
     if [ "$nproc" -gt 1 ] || [ "$nnodes" -gt 1 ]; then
         cmd=("$PYTHON" -m torch.distributed.run --nproc_per_node="$nproc" --nnodes="$nnodes")
         if [ "$nnodes" -gt 1 ]; then

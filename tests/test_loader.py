@@ -128,25 +128,56 @@ def test_num_real_tokens_filled(real_set: SequenceSet) -> None:
 
 
 def test_ranks_are_disjoint_and_cover_the_epoch(real_set: SequenceSet) -> None:
-    """Rank r of W takes global batches r, r+W, ... of the single-rank plan: ranks are disjoint, get the
-    same count, and together cover the epoch except the truncated tail (< W batches)."""
-    global_plans = epoch_plans(make_stream(real_set), 0)
+    """Rank r of W takes global batches r, r+W, ... of the single-rank stream, across epoch boundaries
+    (nothing is truncated): ranks are disjoint, and together cover every sequence of the epoch."""
+    per_epoch = batches_per_epoch(real_set)
     world = 3
-    per_rank = len(global_plans) // world
+    assert per_epoch % world, "pick a world size that does not divide the epoch, so its tail is exercised"
+    reference = [(epoch, plan) for epoch, plan in take_plans(make_stream(real_set), 2 * per_epoch + world)]
     rank_plans = []
     for rank in range(world):
         stream = make_stream(real_set, rank=rank, world_size=world)
-        plans = epoch_plans(stream, 0)
-        assert len(plans) == per_rank
-        assert plans == global_plans[rank : world * per_rank : world]
-        rank_plans.append(plans)
+        taken = take_plans(stream, len(reference[rank::world]))
+        assert taken == reference[rank::world]
+        rank_plans.append([plan for epoch, plan in taken if epoch == 0])
     seen = [set(sequence_ids(plans)) for plans in rank_plans]
     for a in range(world):
         for b in range(a + 1, world):
             assert not seen[a] & seen[b], f"ranks {a} and {b} share sequences"
-    tail = set(sequence_ids(global_plans[world * per_rank :]))
-    assert set().union(*seen) | tail == set(range(len(real_set)))
-    assert len(global_plans) - world * per_rank < world
+    assert set().union(*seen) == set(range(len(real_set)))
+    assert sum(len(plans) for plans in rank_plans) == per_epoch
+
+
+def test_resume_across_world_sizes(real_set: SequenceSet) -> None:
+    """A state saved by W ranks after k rounds resumes under any other world size W' with the next global
+    batches: rank r' continues at global batch k*W + r' (checkpoints move between 2-process and 1-process
+    runs with the same global batch); the cursor counts global batches and is the same on every rank."""
+    reference = [plan for _, plan in take_plans(make_stream(real_set), 60)]
+    for world, rounds, new_world in ((2, 7, 1), (1, 9, 2), (2, 12, 3), (3, 5, 2)):
+        streams = [make_stream(real_set, rank=r, world_size=world) for r in range(world)]
+        for stream in streams:
+            take_plans(stream, rounds)
+        states = [stream.state_dict() | {"real_tokens": 0, "grid_tokens": 0} for stream in streams]
+        assert all(state == states[0] for state in states)
+        assert streams[0].cursor == rounds * world
+        state = roundtrip(streams[0].state_dict())
+        cursor = rounds * world
+        for rank in range(new_world):
+            resumed = make_stream(real_set, rank=rank, world_size=new_world)
+            resumed.load_state_dict(state)
+            count = (len(reference) - cursor - rank) // new_world
+            got = [plan for _, plan in take_plans(resumed, count)]
+            assert got == reference[cursor + rank :: new_world][:count], (world, rounds, new_world, rank)
+
+
+def test_many_ranks_on_a_tiny_set_run_across_epochs(real_set: SequenceSet) -> None:
+    """More ranks than batches in an epoch is fine: the global sequence runs on into the next epochs, so
+    every rank gets batches (the old per-world truncation made this an error)."""
+    tiny = SequenceSet(real_set.store, real_set.indices[:3])
+    reference = take_plans(make_stream(tiny), 16)
+    assert reference[-1][0] >= 2  # several epochs in 16 global batches
+    for rank in range(8):
+        assert take_plans(make_stream(tiny, rank=rank, world_size=8), 2) == reference[rank::8]
 
 
 def test_same_seed_same_stream_other_seed_other_stream(real_set: SequenceSet) -> None:
@@ -227,15 +258,13 @@ def test_any_rank_resumes_from_rank0_state(real_set: SequenceSet) -> None:
 
 
 def test_load_state_rejects_a_different_plan(real_set: SequenceSet) -> None:
-    """A state saved under other plan settings (budget, world size, seed, data) or with missing keys is
-    a ValueError naming the key, not a silently different data order."""
+    """A state saved under other plan settings (budget, seed, data), with missing keys or an inconsistent
+    position is a ValueError naming the key, not a silently different data order."""
     stream = make_stream(real_set)
     _take(stream, 3)
     state = stream.state_dict()
     with pytest.raises(ValueError, match="tokens_per_batch=1024"):
         make_stream(real_set, tokens_per_batch=2048).load_state_dict(state)
-    with pytest.raises(ValueError, match="world_size"):
-        make_stream(real_set, world_size=2).load_state_dict(state)
     with pytest.raises(ValueError, match="seed"):
         make_stream(real_set, seed=1).load_state_dict(state)
     fewer = SequenceSet(real_set.store, real_set.indices[:-1])
@@ -243,6 +272,8 @@ def test_load_state_rejects_a_different_plan(real_set: SequenceSet) -> None:
         make_stream(fewer).load_state_dict(state)
     with pytest.raises(ValueError, match="lacks key"):
         make_stream(real_set).load_state_dict({k: v for k, v in state.items() if k != "epoch"})
+    with pytest.raises(ValueError, match="after the cursor"):
+        make_stream(real_set).load_state_dict(state | {"window_first_batch": state["cursor"] + 1})
 
 
 def test_drop_policy_in_stream(real_set: SequenceSet) -> None:
@@ -255,7 +286,7 @@ def test_drop_policy_in_stream(real_set: SequenceSet) -> None:
 
 
 def test_invalid_stream_settings_are_rejected(real_set: SequenceSet) -> None:
-    """Bad ranks, budgets, policies, seeds and data sets too small for the world size are ValueErrors."""
+    """Bad ranks, budgets, policies, seeds and sets without a usable sequence are ValueErrors."""
     with pytest.raises(ValueError, match="rank 2, world_size 2"):
         make_stream(real_set, rank=2, world_size=2)
     with pytest.raises(ValueError, match="tokens_per_batch 100 is smaller than max_length 128"):
@@ -264,9 +295,6 @@ def test_invalid_stream_settings_are_rejected(real_set: SequenceSet) -> None:
         make_stream(real_set, long_sequences="truncate")
     with pytest.raises(ValueError, match="seed"):
         make_stream(real_set, seed=-1)
-    tiny = SequenceSet(real_set.store, real_set.indices[:3])
-    with pytest.raises(ValueError, match="fewer than world_size 8"):
-        next(make_stream(tiny, world_size=8))
     long_only = SequenceSet(real_set.store, np.flatnonzero(real_set.lengths > 128)[:5])
     with pytest.raises(ValueError, match="no usable training sequence"):
         make_stream(long_only, long_sequences="drop")

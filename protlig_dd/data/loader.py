@@ -1,16 +1,18 @@
 """The resumable, sharded training batch stream and the deterministic evaluation batches.
 
-Training (``TrainBatchStream``): an infinite iterator over epochs. Epoch e's order comes from an
-RNG seeded by (seed, e); the order is cut into windows of ``window_size`` sequences and each
-window is planned with its own RNG (seed, e, window), see ``batching.py``. Every rank computes the
-same global sequence of batches and takes global batch b iff ``b % world_size == rank``; the epoch
-is truncated to a multiple of ``world_size`` batches so all ranks take the same number of steps
-(at most world_size - 1 batches of an epoch are skipped, a different random set each epoch).
+Training (``TrainBatchStream``): one infinite global sequence of batches, the same for every
+world size. Epoch e's order comes from an RNG seeded by (seed, e); the order is cut into windows of
+``window_size`` sequences and each window is planned with its own RNG (seed, e, window), see
+``batching.py``. Epoch e's planned batches are followed by epoch e+1's, with nothing dropped, and
+global batch g goes to rank ``g % world_size``. So W ranks taking one batch each per round consume
+global batches in order, exactly as one process taking W batches would.
 
-The state is a handful of ints: the epoch, the window of the last batch taken and the number of
-batches taken in the epoch. It is the same on every rank after the same number of batches, so a
-checkpoint written by rank 0 restores every rank. Re-planning one window on resume is enough, so
-restoring is O(window) and the next batches are exactly those an uninterrupted run would see.
+The state is a handful of ints: the global cursor (global batches consumed by all ranks together,
+identical on every rank after the same number of rounds) and a planning window at or before it
+(the window holding the first batch of the last round). A checkpoint written by rank 0 therefore
+restores every rank, under any world size: a run saved with 2 processes continues in 1 (or 4) with
+the next global batches. Re-planning from that window on is enough, so restoring is
+O(window + world_size) and the next batches are exactly those an uninterrupted run would see.
 
 With ``num_workers > 0`` a DataLoader materialises batches in worker processes; the plans, and so
 the state, stay in the main process. The state only advances when a batch is handed out, so batches
@@ -37,6 +39,7 @@ from protlig_dd.data.batching import (
     DEFAULT_WINDOW_SIZE,
     LONG_SEQUENCE_POLICIES,
     BatchPlan,
+    WindowPlan,
     batch_from_arrays,
     check_batch_shape,
     epoch_order,
@@ -52,7 +55,6 @@ logger = logging.getLogger(__name__)
 # Keys of state_dict() that must match on load: they decide which batches the plan holds.
 _PLAN_KEYS = (
     "seed",
-    "world_size",
     "num_sequences",
     "num_residues",
     "max_length",
@@ -62,22 +64,26 @@ _PLAN_KEYS = (
     "bucket_by_length",
     "window_size",
 )
-_POSITION_KEYS = ("epoch", "window", "window_first_batch", "batches_in_epoch")
+_POSITION_KEYS = ("cursor", "epoch", "window", "window_first_batch")
 _STAT_KEYS = ("real_tokens", "grid_tokens")
 
 
 @dataclass(frozen=True)
 class _Position:
-    """Where the stream is: after ``batches_in_epoch`` batches of ``epoch`` taken by each rank.
+    """Where the stream is: ``cursor`` global batches were taken, by all ranks together.
 
-    ``window``/``window_first_batch`` name the window holding the last batch taken (and the global
-    index of that window's first batch), so resuming re-plans only from that window on.
+    ``epoch``/``window``/``window_first_batch`` name a planning window that starts at or before the
+    cursor (and the global index of its first batch), so resuming re-plans only from there on.
     """
 
+    cursor: int
     epoch: int
     window: int
     window_first_batch: int
-    batches_in_epoch: int
+
+
+# A planned batch of this rank: (plan, stream position after it, epoch the batch belongs to).
+_Planned = tuple[BatchPlan, _Position, int]
 
 
 class _PlanDataset(torch.utils.data.Dataset):
@@ -96,17 +102,17 @@ class _RecordingSampler(torch.utils.data.Sampler):
     """Feeds the (infinite) plan iterator to a DataLoader, remembering what is in flight.
 
     The DataLoader returns results in the order it drew them, so ``pending`` pairs each result
-    with its plan and the stream position after it, without sending either to the workers.
+    with its plan, the stream position after it and its epoch, without sending them to the workers.
     """
 
-    def __init__(self, plans: Iterator[tuple[BatchPlan, _Position]], pending: deque) -> None:
+    def __init__(self, plans: Iterator[_Planned], pending: deque[_Planned]) -> None:
         self.plans = plans
         self.pending = pending
 
     def __iter__(self) -> Iterator[BatchPlan]:
-        for plan, position in self.plans:
-            self.pending.append((plan, position))
-            yield plan
+        for planned in self.plans:
+            self.pending.append(planned)
+            yield planned[0]
 
 
 def _as_is(item: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,11 +176,12 @@ class TrainBatchStream:
         self.world_size = world_size
         self.num_workers = num_workers
         self.window_size = window_size
-        self._position = _Position(epoch=0, window=0, window_first_batch=0, batches_in_epoch=0)
+        self._position = _Position(cursor=0, epoch=0, window=0, window_first_batch=0)
+        self._epoch = 0  # epoch of the last batch handed out (the position's own epoch may be earlier)
         self._real_tokens = 0
         self._grid_tokens = 0
         self._last_plan: BatchPlan | None = None
-        self._iterator: Generator[tuple[Batch, BatchPlan, _Position], None, None] | None = None
+        self._iterator: Generator[tuple[Batch, _Planned], None, None] | None = None
 
     # ----- iteration -------------------------------------------------------------------------
     def __iter__(self) -> TrainBatchStream:
@@ -183,20 +190,21 @@ class TrainBatchStream:
     def __next__(self) -> Batch:
         if self._iterator is None:
             self._iterator = self._start(self._position)
-        batch, plan, position = next(self._iterator)
+        batch, (plan, position, epoch) = next(self._iterator)
         self._position = position
+        self._epoch = epoch
         self._last_plan = plan
         self._real_tokens += plan.num_real_tokens
         self._grid_tokens += plan.num_tokens
         return batch
 
-    def _start(self, position: _Position) -> Generator[tuple[Batch, BatchPlan, _Position], None, None]:
+    def _start(self, position: _Position) -> Generator[tuple[Batch, _Planned], None, None]:
         plans = self._plans(position)
         if self.num_workers == 0:
-            for plan, pos in plans:
-                yield materialise(self.sequences, plan, self.pad_id), plan, pos
+            for planned in plans:
+                yield materialise(self.sequences, planned[0], self.pad_id), planned
             return
-        pending: deque[tuple[BatchPlan, _Position]] = deque()
+        pending: deque[_Planned] = deque()
         loader = torch.utils.data.DataLoader(
             _PlanDataset(self.sequences, self.pad_id),
             batch_size=None,
@@ -207,14 +215,13 @@ class TrainBatchStream:
         # The loader iterator lives as long as the stream position is continuous: its worker
         # processes persist across epochs because the sampler never ends.
         for tokens, segment_ids, positions in loader:
-            plan, pos = pending.popleft()
-            yield batch_from_arrays(tokens, segment_ids, positions, plan.num_real_tokens), plan, pos
+            planned = pending.popleft()
+            yield batch_from_arrays(tokens, segment_ids, positions, planned[0].num_real_tokens), planned
 
-    def _plans(self, start: _Position) -> Iterator[tuple[BatchPlan, _Position]]:
-        """Plans of this rank's batches from ``start`` on, each with the position after it."""
-        epoch, window, window_first = start.epoch, start.window, start.window_first_batch
-        taken = start.batches_in_epoch
-        world = self.world_size
+    def _windows(
+        self, epoch: int, window: int, first_batch: int
+    ) -> Iterator[tuple[int, int, int, WindowPlan]]:
+        """(epoch, window, global index of its first batch, plan) of every window from the given one on."""
         while True:
             order = epoch_order(
                 self.sequences.lengths,
@@ -234,27 +241,28 @@ class TrainBatchStream:
                     bucket_by_length=self.bucket_by_length,
                     rng=window_rng(self.seed, epoch, window),
                 )
-                window_end = window_first + len(plan)
-                limit = window_end
-                if window == num_windows - 1:
-                    # Truncate the epoch to whole rounds so every rank takes the same count.
-                    limit = window_end // world * world
-                    if limit == 0:
-                        raise ValueError(
-                            f"an epoch of {len(order)} sequences gives {window_end} batches of "
-                            f"{self.tokens_per_batch} tokens, fewer than world_size {world}: "
-                            "lower tokens_per_batch or add data"
-                        )
-                while (next_batch := self.rank + taken * world) < limit:
-                    taken += 1
-                    yield (
-                        plan.batch(next_batch - window_first),
-                        _Position(epoch, window, window_first, taken),
-                    )
-                window_first = window_end
+                yield epoch, window, first_batch, plan
+                first_batch += len(plan)
                 window += 1
-            logger.debug("data epoch %d done: %d batches per rank", epoch, taken)
-            epoch, window, window_first, taken = epoch + 1, 0, 0, 0
+            logger.debug("data epoch %d planned: it ends before global batch %d", epoch, first_batch)
+            epoch, window = epoch + 1, 0
+
+    def _plans(self, start: _Position) -> Iterator[_Planned]:
+        """This rank's planned batches from ``start`` on: global batches cursor + rank + k * world_size."""
+        world, rank = self.world_size, self.rank
+        wanted = start.cursor + rank  # global index of this rank's next batch
+        # Planned windows that may still hold the first batch of the current round, oldest first:
+        # the oldest of them becomes the position's window, the same one on every rank.
+        recent: deque[tuple[int, int, int]] = deque()
+        for epoch, window, first, plan in self._windows(start.epoch, start.window, start.window_first_batch):
+            recent.append((epoch, window, first))
+            end = first + len(plan)
+            while wanted < end:
+                round_start = wanted - rank
+                while len(recent) > 1 and recent[1][2] <= round_start:
+                    recent.popleft()
+                yield plan.batch(wanted - first), _Position(round_start + world, *recent[0]), epoch
+                wanted += world
 
     def close(self) -> None:
         """Stop worker processes now (iteration may continue: they are restarted lazily)."""
@@ -266,8 +274,13 @@ class TrainBatchStream:
     # ----- statistics ------------------------------------------------------------------------
     @property
     def epoch(self) -> int:
-        """Epoch of the most recently returned batch (0 before the first)."""
-        return self._position.epoch
+        """Epoch of the most recently returned batch (before the first: that of the saved position)."""
+        return self._epoch
+
+    @property
+    def cursor(self) -> int:
+        """Global batches consumed by all ranks together (the same on every rank after a round)."""
+        return self._position.cursor
 
     @property
     def padding_waste(self) -> float:
@@ -288,7 +301,6 @@ class TrainBatchStream:
     def _plan_identity(self) -> dict[str, int]:
         return {
             "seed": self.seed,
-            "world_size": self.world_size,
             "num_sequences": len(self.sequences),
             "num_residues": self.sequences.num_residues,
             "max_length": self.max_length,
@@ -300,26 +312,29 @@ class TrainBatchStream:
         }
 
     def state_dict(self) -> dict[str, int]:
-        """Plain ints (torch.load(weights_only=True) safe); identical on all ranks at the same step.
+        """Plain ints (torch.load(weights_only=True) safe); identical on all ranks at the same step
+        (apart from the token statistics, which count this rank's batches).
 
-        The plan-defining settings are included so that a mismatch is caught on load.
+        The plan-defining settings are included so that a mismatch is caught on load. The world
+        size is not one of them: the global batch order does not depend on it.
         """
         position = self._position
         return {
+            "cursor": position.cursor,
             "epoch": position.epoch,
             "window": position.window,
             "window_first_batch": position.window_first_batch,
-            "batches_in_epoch": position.batches_in_epoch,
             "real_tokens": self._real_tokens,
             "grid_tokens": self._grid_tokens,
             **self._plan_identity(),
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue exactly after the last batch counted in ``state``.
+        """Continue exactly after the global batches counted in ``state``, under any world size:
+        rank r takes global batches cursor + r, cursor + r + world_size, ...
 
-        Raises ValueError if a key is missing or a plan-defining setting (seed, world size, data,
-        lengths, budget, packing...) differs: the stream could not then replay the same batches.
+        Raises ValueError if a key is missing or a plan-defining setting (seed, data, lengths,
+        budget, packing...) differs: the stream could not then replay the same batches.
         """
         missing = [key for key in (*_POSITION_KEYS, *_STAT_KEYS, *_PLAN_KEYS) if key not in state]
         if missing:
@@ -331,9 +346,15 @@ class TrainBatchStream:
                     f"{key}={expected}: the saved data position does not apply"
                 )
         position = _Position(*(int(state[key]) for key in _POSITION_KEYS))
-        if min(position.epoch, position.window, position.window_first_batch, position.batches_in_epoch) < 0:
+        if min(position.cursor, position.epoch, position.window, position.window_first_batch) < 0:
             raise ValueError(f"batch stream state holds a negative position: {position}")
+        if position.window_first_batch > position.cursor:
+            raise ValueError(
+                f"batch stream state is inconsistent: its window starts at global batch "
+                f"{position.window_first_batch}, after the cursor {position.cursor}"
+            )
         self._position = position
+        self._epoch = position.epoch
         self._real_tokens = int(state["real_tokens"])
         self._grid_tokens = int(state["grid_tokens"])
         self._last_plan = None

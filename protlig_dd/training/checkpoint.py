@@ -3,9 +3,13 @@
 A checkpoint is a folder ``checkpoints/step_00001000/`` holding:
 
     model.pt        {"model": weights, "ema": EMA weights or absent}   (inference needs only this)
-    train_state.pt  optimizer, scaler, RNG states, noise generator state
+    train_state.pt  optimizer (keyed by parameter name), scaler, RNG states
     meta.json       step, train state counters, data position, alphabet, length histogram, metrics
     config.yaml     the resolved run config
+
+Weights and optimizer state are full (unsharded) state dicts whatever the run's strategy, and the
+data position is a global one, so a checkpoint resumes under any number of processes and under
+DDP or FSDP alike (see parallel.py and data/loader.py). Rank 0 writes; every rank reads.
 
 It is written under a temporary name (``.tmp-step_...``) and renamed when every file is on
 disk, so a crash or kill -9 mid-write leaves the previous checkpoints untouched and no folder that
@@ -167,7 +171,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     latest = latest_checkpoint(path)
     if latest is None:
-        raise CheckpointError(f"{path}: no complete checkpoint found (expected {CHECKPOINT_DIR}/step_XXXXXXXX/)")
+        raise CheckpointError(
+            f"{path}: no complete checkpoint found (expected {CHECKPOINT_DIR}/step_XXXXXXXX/)"
+        )
     return latest.path
 
 

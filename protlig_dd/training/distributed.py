@@ -82,6 +82,13 @@ def init_distributed(cfg: DistributedConfig, requested_device: str) -> DistInfo:
             timeout=datetime.timedelta(minutes=cfg.timeout_minutes),
             device_id=device if device.type == "cuda" else None,
         )
+        if rank == 0:
+            logger.info(
+                "process group: %d processes, backend %s, collective timeout %d min",
+                world_size,
+                backend,
+                cfg.timeout_minutes,
+            )
     return DistInfo(rank, world_size, local_rank, device)
 
 

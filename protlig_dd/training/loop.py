@@ -5,17 +5,22 @@ the loss of a step is the token-weighted mean score entropy over the whole globa
 micro-batch on every rank), so changing the number of processes or the accumulation with the same
 global batch gives the same update. Noise and dropout are seeded per global micro-batch index
 (``mix_seed(seed, index)``), which makes resume exact and makes a 2-process run draw the same noise
-as a 1-process run with the same global batch.
+as a 1-process run with the same global batch. The data stream's order does not depend on the
+number of processes either, so a checkpoint resumes under another world size (see docs/distributed.md).
+
+Under torchrun every rank runs this same code; rank 0 alone logs, samples and writes checkpoints.
+With FSDP, checkpoints are gathered into full state dicts (every rank takes part), and validation
+and sampling run on an unsharded replica of the weights (see ``Trainer._periodic_view``).
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import logging
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +50,16 @@ from protlig_dd.training.distributed import (
 )
 from protlig_dd.training.lr_schedule import lr_at
 from protlig_dd.training.metrics_log import MetricsLogger
-from protlig_dd.training.parallel import wrap_model
+from protlig_dd.training.parallel import (
+    full_model_state,
+    full_optimizer_state,
+    full_tensors,
+    load_full_model_state,
+    load_full_optimizer_state,
+    local_value,
+    shard_like,
+    wrap_model,
+)
 from protlig_dd.training.periodic import sample_during_training, validate
 from protlig_dd.training.rng import rng_state, seed_everything, set_rng_state
 from protlig_dd.training.run_dir import RunLock, archive_previous_run, has_previous_run
@@ -77,10 +91,12 @@ class RunOptions:
 
     work_dir: Path
     mode: str = "auto"  # auto (resume latest if any, else fresh), fresh, or resume
-    resume_path: Path | None = None  # with mode=resume: this checkpoint (or run dir); None = latest in work_dir
+    # With mode=resume: this checkpoint (or run dir); None = the latest in work_dir.
+    resume_path: Path | None = None
     device: str = "auto"
     wandb_mode: str | None = None  # overrides cfg.logging.wandb_mode when given
-    stop_after_steps: int | None = None  # stop (with a checkpoint) after this many steps of this session; tests
+    # Stop (with a checkpoint) after this many steps of this session; for tests.
+    stop_after_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("auto", "fresh", "resume"):
@@ -141,7 +157,12 @@ def _check_compatible(cfg: Config, checkpoint_dir: Path) -> None:
 
 
 def _grad_accum_steps(cfg: Config, world_size: int) -> int:
-    """Micro-batches per optimizer step per rank, keeping the global batch fixed when set."""
+    """Micro-batches per optimizer step per rank, keeping the global batch fixed when set.
+
+    With ``training.global_batch_tokens`` the global batch (and so the meaning of optim.lr) is the
+    same for any number of processes: accumulation adapts. With 0, each rank accumulates
+    ``training.grad_accum_steps`` micro-batches and the global batch grows with the world size.
+    """
     if cfg.training.global_batch_tokens == 0:
         return cfg.training.grad_accum_steps
     per_micro = cfg.data.tokens_per_batch * world_size
@@ -186,11 +207,14 @@ class Trainer:
         seed_everything(cfg.training.seed)
         self.graph, self.noise = build_diffusion(cfg, self.alphabet)
         self.model = build_model(cfg, self.alphabet).to(self.device)
+        uses_scaler = needs_grad_scaler(self.precision, self.device)
+        # FSDP replaces the parameters of self.model by shards: wrap before the EMA and optimizer.
+        self.parallel = wrap_model(self.model, cfg, info, uses_grad_scaler=uses_scaler)
         self.ema = EMA(self.model, cfg.training.ema_decay) if cfg.training.ema_decay > 0 else None
         self.optimizer = build_optimizer(cfg.optim, self.model, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.precision, self.device))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=uses_scaler)
         self.noise_generator = torch.Generator(device=self.device)
-        self.train_model = self.model  # replaced by the DDP/FSDP/compiled wrapper below
+        self._replica: torch.nn.Module | None = None  # unsharded copy for validation/sampling under FSDP
         self.logger: MetricsLogger | None = None
         self.config_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
@@ -214,23 +238,43 @@ class Trainer:
         train_state = ckpt.load_file(checkpoint_dir / "train_state.pt")
         meta = ckpt.read_meta(checkpoint_dir)
         try:
-            self.model.load_state_dict(model_state["model"])
+            # Counters and data position first: a checkpoint of another format fails here, clearly.
+            self.state.load_state_dict(meta["train_state"])
+            self.stream.load_state_dict(meta["data"])
+            # Full state dicts: the same files load under a single process, DDP or FSDP.
+            load_full_model_state(self.model, model_state["model"])
             if self.ema is not None:
                 if "ema" not in model_state:
                     raise CheckpointMismatch("the checkpoint has no EMA weights but training.ema_decay > 0")
-                self.ema.load_state_dict(model_state["ema"])
-            self.optimizer.load_state_dict(train_state["optimizer"])
+                saved_ema = dict(model_state["ema"])
+                saved_ema["shadow"] = shard_like(saved_ema["shadow"], self.ema.shadow)
+                self.ema.load_state_dict(saved_ema)
+            load_full_optimizer_state(self.model, self.optimizer, train_state["optimizer"])
             self.scaler.load_state_dict(train_state["scaler"])
-            self.state.load_state_dict(meta["train_state"])
-            self.stream.load_state_dict(meta["data"])
         except (KeyError, RuntimeError, ValueError) as err:
             raise TrainingError(f"{checkpoint_dir}: cannot resume from this checkpoint: {err}") from err
+        if self.stream.cursor != self.state.micro_batches:
+            # Noise is seeded by the global micro-batch index: both counters must agree.
+            raise TrainingError(
+                f"{checkpoint_dir}: data position ({self.stream.cursor} global batches) does not match "
+                f"the train state ({self.state.micro_batches} micro-batches)"
+            )
         if self.info.world_size == meta.get("world_size", 1):
             set_rng_state(train_state["rng"])
         logger.info("resumed from %s at step %d", checkpoint_dir, self.state.step)
 
     # ----- checkpoints -------------------------------------------------------------------
     def save(self, metrics: dict[str, float] | None = None) -> Path | None:
+        """Write a checkpoint of the current step (rank 0); every rank must call (FSDP gathers)."""
+        if self.info.is_main or self.parallel.sharded:
+            # Full, unsharded state on rank 0's CPU; under FSDP every rank takes part in the
+            # gathers (and gets empty dicts). Without sharding the other ranks have nothing to add.
+            model_state = {"model": full_model_state(self.model)}
+            if self.ema is not None:
+                ema_state = self.ema.state_dict()
+                ema_state["shadow"] = full_tensors(ema_state["shadow"], keep=self.info.is_main, to_cpu=True)
+                model_state["ema"] = ema_state
+            optimizer_state = full_optimizer_state(self.model, self.optimizer)
         if not self.info.is_main:
             barrier(self.info)
             return None
@@ -245,15 +289,14 @@ class Trainer:
             "protlig_dd_version": __version__,
             "torch_version": torch.__version__,
         }
-        model_state = {"model": self.model.state_dict()}
-        if self.ema is not None:
-            model_state["ema"] = self.ema.state_dict()
         train_state = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
         }
-        path = ckpt.save_checkpoint(self.work_dir, self.state.step, model_state, train_state, meta, self.config_yaml)
+        path = ckpt.save_checkpoint(
+            self.work_dir, self.state.step, model_state, train_state, meta, self.config_yaml
+        )
         ckpt.prune_checkpoints(self.work_dir, self.cfg.checkpoint.keep_last, self.cfg.checkpoint.keep_best)
         logger.info("checkpoint saved: %s", path)
         barrier(self.info)
@@ -275,6 +318,7 @@ class Trainer:
             counts = torch.tensor([float(local_tokens)], device=self.device)
             global_tokens = int(all_reduce_sum(counts, self.info).item())
         loss_sum = torch.zeros((), device=self.device)
+        train_model = self.parallel.module
         for i, batch in enumerate(micro_batches):
             needs_mask = batch.has_padding_or_packing()  # host-side tensors: no device sync
             index = self.state.micro_batches + i * self.info.world_size + self.info.rank
@@ -282,30 +326,30 @@ class Trainer:
             self.noise_generator.manual_seed(seed)
             torch.manual_seed(seed ^ 0x5DEECE66D)  # dropout
             batch = batch.to(self.device, non_blocking=True)
-            sync_context = (
-                self.train_model.no_sync()
-                if self.info.enabled and i < len(micro_batches) - 1 and hasattr(self.train_model, "no_sync")
-                else contextlib.nullcontext()
-            )
-            with sync_context:
+            # Gradients are reduced across ranks once per step, in the last micro-batch's backward.
+            with self.parallel.gradient_sync(i == len(micro_batches) - 1):
                 out = score_entropy_loss(
                     make_score_fn(
-                        self.train_model,
+                        train_model,
                         batch.segment_ids if needs_mask else None,
                         batch.positions if needs_mask else None,
                         self.precision,
                         self.device,
                     ),
-                    self.graph, self.noise, batch, generator=self.noise_generator
+                    self.graph,
+                    self.noise,
+                    batch,
+                    generator=self.noise_generator,
                 )
                 batch_sum = out.total
-                # DDP averages gradients over ranks: scale so the result is sum / global tokens.
+                # DDP and FSDP average gradients over ranks: scale so the result is sum / global tokens.
                 objective = batch_sum * (self.info.world_size / global_tokens)
                 self.scaler.scale(objective).backward()
             loss_sum += batch_sum.detach()
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.train_model.parameters(), clip, foreach=True)
+        # Under FSDP the norm is a (replicated) DTensor over all shards: take it as a plain tensor.
+        grad_norm = local_value(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True))
         if self.info.enabled:
             loss_sum = all_reduce_sum(loss_sum, self.info)
         finite = bool(torch.isfinite(loss_sum) & torch.isfinite(grad_norm))
@@ -329,7 +373,8 @@ class Trainer:
             )
             if self.state.consecutive_nonfinite >= self.cfg.training.max_consecutive_nonfinite:
                 raise TrainingError(
-                    f"{self.state.consecutive_nonfinite} non-finite losses in a row at step {self.state.step + 1} "
+                    f"{self.state.consecutive_nonfinite} non-finite losses in a row "
+                    f"at step {self.state.step + 1} "
                     f"(training.max_consecutive_nonfinite={self.cfg.training.max_consecutive_nonfinite}); "
                     "lower optim.lr, check the data, or use training.precision=fp32"
                 )
@@ -340,10 +385,44 @@ class Trainer:
         return loss_sum / max(global_tokens, 1), grad_norm, global_tokens, total_tokens
 
     # ----- periodic work -----------------------------------------------------------------
+    def _periodic_view(self, on_every_rank: bool) -> Trainer | None:
+        """The trainer as validation (``on_every_rank``) or rank-0 sampling should see it.
+
+        Without FSDP that is the trainer itself (None on ranks other than 0 for sampling). Under
+        FSDP a forward needs every rank, but validation gives ranks different numbers of batches
+        and sampling runs on rank 0 alone, so both run on an unsharded replica that holds the
+        weights they would use (EMA when eval.use_ema): a shallow copy of the trainer with
+        ``model`` = replica and ``ema`` = None. Every rank must call this (it gathers the shards);
+        the replica costs one unsharded model per rank that keeps it.
+        """
+        if not self.parallel.sharded:
+            return self if on_every_rank or self.info.is_main else None
+        keep = on_every_rank or self.info.is_main
+        if self.ema is not None and self.cfg.eval.use_ema:
+            weights = {
+                **full_tensors(self.ema.shadow, keep=keep, to_cpu=False),
+                **full_tensors(self.ema.buffers, keep=keep, to_cpu=False),
+            }
+        else:
+            weights = full_tensors(self.model.state_dict(), keep=keep, to_cpu=False)
+        if not keep:
+            return None
+        if self._replica is None:
+            # Built on the meta device: no init work and no draw from the global RNG.
+            with torch.device("meta"):
+                replica = build_model(self.cfg, self.alphabet)
+            self._replica = replica.to_empty(device=self.device)
+        self._replica.load_state_dict(weights)
+        view = copy.copy(self)
+        view.model, view.ema = self._replica, None
+        return view
+
     def _validate(self) -> dict[str, float]:
         if self.splits.validation is None or len(self.splits.validation) == 0:
             return {}
-        metrics = validate(self, self.splits.validation)
+        view = self._periodic_view(on_every_rank=True)
+        assert view is not None  # on_every_rank: every rank gets a view
+        metrics = validate(view, self.splits.validation)
         unigram = _unigram_ppl(self.splits.summary.residue_frequencies.tolist())
         metrics["unigram_ppl"] = unigram
         if self.info.is_main:
@@ -371,24 +450,27 @@ class Trainer:
     # ----- the loop ----------------------------------------------------------------------
     def run(self) -> dict[str, float]:
         cfg = self.cfg
-        self.train_model = wrap_model(self.model, cfg, self.info)
         if self.info.is_main:
             self.logger = MetricsLogger(
                 self.work_dir, cfg.logging, cfg.to_dict(), self.options.wandb_mode or cfg.logging.wandb_mode
             )
             logger.info(
-                "training %s parameters on %s (%s), %d process(es), %d micro-batch(es) per step per process",
+                "training %s parameters on %s (%s), %d process(es) (%s), "
+                "%d micro-batch(es) per step per process",
                 f"{self.model.num_parameters():,}",
                 self.device,
                 self.precision,
                 self.info.world_size,
+                self.parallel.strategy,
                 self.grad_accum,
             )
         progress = None
         if self.info.is_main and cfg.logging.progress_bar:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=cfg.training.max_steps, initial=self.state.step, desc="train", dynamic_ncols=True)
+            progress = tqdm(
+                total=cfg.training.max_steps, initial=self.state.step, desc="train", dynamic_ncols=True
+            )
         batches = self._batches()
         start_step = self.state.step
         window_start = time.perf_counter()
@@ -399,7 +481,7 @@ class Trainer:
         self.stop_flag.install()
         try:
             while self.state.step < cfg.training.max_steps:
-                self.train_model.train()
+                self.parallel.module.train()
                 micro = [next(batches) for _ in range(self.grad_accum)]
                 loss, grad_norm, real, total = self.train_step(micro)
                 window_loss += loss.detach()
@@ -423,7 +505,9 @@ class Trainer:
                     self._log(row)
                     if progress is not None:
                         progress.set_postfix(
-                            loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}"
+                            loss=f"{row['loss']:.4f}",
+                            lr=f"{row['lr']:.2e}",
+                            tok_s=f"{row['tokens_per_s']:.0f}",
                         )
                     window_start, window_real, window_total, window_steps = time.perf_counter(), 0, 0, 0
                     window_loss.zero_()
@@ -434,12 +518,14 @@ class Trainer:
                     last_metrics = self._validate()
                     if last_metrics:
                         self._log({"step": step, **last_metrics})
-                if self.info.is_main and (is_due(step, cfg.sampling.every) or final):
-                    sample_stats = sample_during_training(self)
-                    self._log({"step": step, **sample_stats})
+                if is_due(step, cfg.sampling.every) or final:
+                    view = self._periodic_view(on_every_rank=False)  # None on ranks other than 0
+                    if view is not None:
+                        self._log({"step": step, **sample_during_training(view)})
                 stop_requested = self._stop_requested()
                 session_done = (
-                    self.options.stop_after_steps is not None and step - start_step >= self.options.stop_after_steps
+                    self.options.stop_after_steps is not None
+                    and step - start_step >= self.options.stop_after_steps
                 )
                 if is_due(step, cfg.checkpoint.every) or final or stop_requested or session_done:
                     path = self.save(last_metrics if (is_due(step, cfg.eval.every) or final) else None)

@@ -44,7 +44,6 @@ def validate(trainer: Trainer, sequences: SequenceSet) -> dict[str, float]:
     # Antithetic pairs need two pairs for a standard error; with fewer draws use plain ones.
     antithetic = samples % 2 == 0 and samples >= 4
     generator = torch.Generator(device=trainer.device)
-    generator.manual_seed(mix_seed(cfg.training.seed, _EVAL_STREAM))
     # (sum of bounds, sum of residues, sum of variances, number of sequences)
     totals = torch.zeros(4, dtype=torch.float64, device=trainer.device)
     was_training = trainer.model.training
@@ -60,6 +59,8 @@ def validate(trainer: Trainer, sequences: SequenceSet) -> dict[str, float]:
         for index, (batch, _) in enumerate(batches):
             if index % info.world_size != info.rank:
                 continue
+            # Seeded per batch: the same draws at every validation and for any number of processes.
+            generator.manual_seed(mix_seed(cfg.training.seed, _EVAL_STREAM, index))
             needs_mask = batch.has_padding_or_packing()
             batch = batch.to(trainer.device)
             score = make_score_fn(
