@@ -11,6 +11,12 @@ truncated to fit a tensor (SEED_LESSONS item 1). A shape that does not match rai
 An optional fused kernel (flash-attn's Triton rotary) is chosen once, at construction, and used
 only when it imports, the tensors are on CUDA, and positions are the plain 0..L-1 of every row
 (the kernel takes one offset per row, not per-token positions).
+
+The plain path folds rotate-half into the sine: rotate_half(x) * sin == roll(x, d/2) * sin_signed
+with sin_signed = [-sin1, sin2], so a rotation is one roll and one multiply-add instead of a
+chunk, a negation, a concatenation, two products and a sum. ``rotate`` works on any tensor whose
+last axis is head_dim and whose first two are (B, L), so the attention block rotates q and k
+together, as one (B, L, 2, H, head_dim) view of the fused qkv projection.
 """
 
 from __future__ import annotations
@@ -54,16 +60,31 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` (..., head_dim) by angles whose cos/sin broadcast against it."""
+    """Rotate ``x`` (..., head_dim) by angles whose cos/sin broadcast against it (reference form)."""
     return x * cos + rotate_half(x) * sin
+
+
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """[-sin1, sin2] of a (..., head_dim) sine table.
+
+    rotate_half(x) * sin == roll(x, d/2) * signed_sin(sin), since roll(x, d/2) = [x2, x1].
+    """
+    first, second = sin.chunk(2, dim=-1)
+    return torch.cat((-first, second), dim=-1)
+
+
+def apply_rotary_rolled(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """``apply_rotary`` with the sign folded into ``sin_signed``: x * cos + roll(x, d/2) * sin_signed."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin_signed)
 
 
 @dataclass
 class RotaryAngles:
     """cos/sin for one forward pass, computed once and shared by every block.
 
-    Plain path: ``cos``/``sin`` are (B or 1, L, 1, head_dim), broadcasting over heads.
-    Fused path: (L, head_dim / 2) tables in the format flash-attn's kernel expects.
+    Plain path: ``cos`` and ``sin`` are (B or 1, L, head_dim); ``sin`` holds ``signed_sin`` of the
+    sine (first half negated), the form ``apply_rotary_rolled`` takes.
+    Fused path: (L, head_dim / 2) cos and sin tables in the format flash-attn's kernel expects.
     """
 
     cos: torch.Tensor
@@ -88,8 +109,10 @@ class RotaryEmbedding(nn.Module):
         self.base = float(base)
         # Chosen once: the kernel (or None) for the whole life of the module.
         self._fused_fn: FusedRotaryFn | None = fused_rotary_kernel() if use_fused_kernel else None
-        # (device, dtype) -> (cos, sin), each (cached_length, head_dim).
-        self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        # (device, dtype) -> (cos, sin, signed sin), each (cached_length, head_dim).
+        self._tables: dict[
+            tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+        ] = {}
 
     @property
     def has_fused_kernel(self) -> bool:
@@ -104,6 +127,13 @@ class RotaryEmbedding(nn.Module):
         Returned as views of the cached table, which is rebuilt (never tiled) when a longer
         length is asked for than any seen before on this (device, dtype).
         """
+        cos, sin, _ = self._cached(length, device, dtype)
+        return cos[:length], sin[:length]
+
+    def _cached(
+        self, length: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The cached (cos, sin, signed sin) tables of at least ``length`` rows on (device, dtype)."""
         if length <= 0:
             raise ValueError(f"rotary table length must be > 0, got {length}")
         key = (torch.device(device), dtype)
@@ -111,12 +141,11 @@ class RotaryEmbedding(nn.Module):
         if cached is None or cached[0].shape[0] < length:
             cached = self._build(length, key[0], dtype)
             self._tables[key] = cached
-        cos, sin = cached
-        return cos[:length], sin[:length]
+        return cached
 
     def _build(
         self, length: int, device: torch.device, dtype: torch.dtype
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # Angles in float64: p * theta_i loses digits in fp32 at long lengths.
         half = self.head_dim // 2
         inv_freq = self.base ** (
@@ -124,7 +153,8 @@ class RotaryEmbedding(nn.Module):
         )
         angles = torch.arange(length, dtype=torch.float64, device=device)[:, None] * inv_freq[None, :]
         angles = torch.cat((angles, angles), dim=-1)  # (length, head_dim): same angle for both halves
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        sin = angles.sin()
+        return angles.cos().to(dtype), sin.to(dtype), signed_sin(sin).to(dtype)
 
     def angles(
         self,
@@ -149,11 +179,31 @@ class RotaryEmbedding(nn.Module):
             cos, sin = self.table(length, device, dtype)
             half = self.head_dim // 2
             return RotaryAngles(cos[:, :half].contiguous(), sin[:, :half].contiguous(), fused=True)
-        cos, sin = self.table(length, device, dtype)  # (L, Dh)
+        cos, _, sin_signed = self._cached(length, device, dtype)
         if positions is None:
-            return RotaryAngles(cos[None, :, None, :], sin[None, :, None, :], fused=False)  # (1, L, 1, Dh)
-        # Gather per token: (B, L, Dh) -> (B, L, 1, Dh), broadcast over heads.
-        return RotaryAngles(cos[positions][:, :, None, :], sin[positions][:, :, None, :], fused=False)
+            return RotaryAngles(cos[None, :length], sin_signed[None, :length], fused=False)  # (1, L, Dh)
+        # Gathered per token: (B, L, Dh).
+        return RotaryAngles(cos[positions], sin_signed[positions], fused=False)
+
+    def rotate(self, x: torch.Tensor, angles: RotaryAngles) -> torch.Tensor:
+        """Rotate ``x`` of shape (B, L, ..., head_dim), e.g. q and k stacked as (B, L, 2, H, head_dim).
+
+        Plain path only (the fused kernel takes q and k separately, see ``forward``).
+        """
+        if angles.fused:
+            raise ValueError("rotate() takes plain-path angles; fused ones go through forward(q, k, angles)")
+        cos, sin_signed = angles.cos, angles.sin  # (B or 1, L, Dh)
+        if (
+            x.dim() < 3
+            or x.shape[-1] != self.head_dim
+            or cos.shape[1] != x.shape[1]
+            or cos.shape[0] not in (1, x.shape[0])
+            or cos.shape[-1] != self.head_dim
+        ):
+            raise ValueError(f"rotary table {tuple(cos.shape)} does not match x {tuple(x.shape)}")
+        # (B or 1, L, Dh) -> (B or 1, L, 1, ..., 1, Dh): broadcast over the middle axes (heads, q/k).
+        shape = (cos.shape[0], cos.shape[1], *([1] * (x.dim() - 3)), self.head_dim)
+        return apply_rotary_rolled(x, cos.view(shape).to(x.dtype), sin_signed.view(shape).to(x.dtype))
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, angles: RotaryAngles
@@ -174,12 +224,4 @@ class RotaryEmbedding(nn.Module):
             return self._fused_fn(q, cos, sin, interleaved=False), self._fused_fn(
                 k, cos, sin, interleaved=False
             )
-        cos, sin = angles.cos, angles.sin
-        if (
-            cos.shape[1] != q.shape[1]
-            or cos.shape[0] not in (1, q.shape[0])
-            or cos.shape[-1] != self.head_dim
-        ):
-            raise ValueError(f"rotary table {tuple(cos.shape)} does not match q {tuple(q.shape)}")
-        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
-        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        return self.rotate(q, angles), self.rotate(k, angles)

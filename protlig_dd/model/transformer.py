@@ -31,6 +31,9 @@ from protlig_dd.model.rotary import RotaryAngles, RotaryEmbedding
 SIGMA_FREQUENCY_DIM = 256
 # Longest period of those features; sigma_bar lives in about [1e-4, 20].
 SIGMA_MAX_PERIOD = 10000.0
+# CPU dropout draws one 16-bit random integer per element: the drop probability is p rounded to a
+# multiple of 1 / DROPOUT_LEVELS.
+DROPOUT_LEVELS = 1 << 16
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -47,7 +50,31 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
             f"modulate expects shift/scale of shape {expected}, "
             f"got {tuple(shift.shape)} and {tuple(scale.shape)}"
         )
-    return x * (1 + scale) + shift
+    return torch.addcmul(shift, x, 1 + scale)  # one fused pass over (B, L, D)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout like ``F.dropout``, with a cheaper random mask on the CPU.
+
+    torch's CPU dropout draws a random double per element from its serial generator (the parallel
+    MKL path is taken on Intel CPUs only), which costs about as much as the block's largest matmul
+    on small models. Here one 64-bit draw gives four 16-bit integers and an element is kept when its
+    integer clears a threshold: the drop probability is p rounded to a multiple of 1/65536 (0.1 ->
+    0.100006) and kept values are scaled by the exact 1 / (1 - that probability), so the layer stays
+    unbiased. Other devices (CUDA's fused Philox kernel) and torch.compile (inductor's own RNG), and
+    a p too small for 16 bits, use ``F.dropout``.
+    """
+    if not training or p == 0.0:
+        return x
+    drop_levels = round(p * DROPOUT_LEVELS)
+    if x.device.type != "cpu" or torch.compiler.is_compiling() or not 0 < drop_levels < DROPOUT_LEVELS:
+        return F.dropout(x, p, True)
+    num = x.numel()
+    int64 = torch.iinfo(torch.int64)
+    words = torch.randint(int64.min, int64.max, ((num + 3) // 4,), dtype=torch.int64, device=x.device)
+    levels = words.view(torch.int16)[:num].view(x.shape)  # uniform on [-32768, 32767]
+    keep = levels >= drop_levels - DROPOUT_LEVELS // 2  # P(keep) = 1 - drop_levels / DROPOUT_LEVELS
+    return (x * keep).mul_(DROPOUT_LEVELS / (DROPOUT_LEVELS - drop_levels))
 
 
 def sigma_features(sigma_bar: torch.Tensor, dim: int, max_period: float = SIGMA_MAX_PERIOD) -> torch.Tensor:
@@ -132,18 +159,22 @@ class DDiTBlock(nn.Module):
 
         h = modulate(self.norm1(x), shift_msa, scale_msa)  # (B, L, D)
         qkv = self.attn_qkv(h).view(batch, length, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(dim=2)  # each (B, L, H, Dh)
-        q, k = self.rotary(q, k, angles)
+        if angles.fused:
+            q, k = self.rotary(*qkv[:, :, :2].unbind(dim=2), angles)  # each (B, L, H, Dh)
+        else:
+            # q and k rotated together: one set of elementwise ops on the (B, L, 2, H, Dh) view.
+            q, k = self.rotary.rotate(qkv[:, :, :2], angles).unbind(dim=2)
+        v = qkv[:, :, 2]
         # SDPA wants (B, H, L, Dh); the (B, 1, L, L) mask broadcasts over heads without a copy.
         attn = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_mask
         )
         attn = attn.transpose(1, 2).reshape(batch, length, dim)  # (B, L, D)
-        x = x + gate_msa * F.dropout(self.attn_out(attn), self.dropout, self.training)
+        # Gated residual x + gate * y as one addcmul; it stays float32 (y may be bf16 under autocast).
+        x = torch.addcmul(x, gate_msa, dropout(self.attn_out(attn), self.dropout, self.training))
 
         h = modulate(self.norm2(x), shift_mlp, scale_mlp)
-        x = x + gate_mlp * F.dropout(self.mlp(h), self.dropout, self.training)
-        return x
+        return torch.addcmul(x, gate_mlp, dropout(self.mlp(h), self.dropout, self.training))
 
 
 class FinalLayer(nn.Module):

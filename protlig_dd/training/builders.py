@@ -13,7 +13,8 @@ from protlig_dd.model.transformer import SEDDTransformer
 
 def build_model(cfg: Config, alphabet: Alphabet) -> SEDDTransformer:
     """The SEDD transformer sized by ``cfg.model`` for ``alphabet`` and ``cfg.graph``."""
-    return SEDDTransformer(cfg.model, num_residues=alphabet.num_residues, absorbing=cfg.graph.type == "absorbing")
+    absorbing = cfg.graph.type == "absorbing"
+    return SEDDTransformer(cfg.model, num_residues=alphabet.num_residues, absorbing=absorbing)
 
 
 def build_diffusion(cfg: Config, alphabet: Alphabet):
