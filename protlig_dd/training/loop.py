@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -33,7 +34,7 @@ from protlig_dd.config import Config, ConfigError, config_from_dict
 from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.data.batch import Batch
 from protlig_dd.data.loader import build_train_stream
-from protlig_dd.data.pipeline import DataSplits, prepare_splits, resolve_cache_root
+from protlig_dd.data.pipeline import DataSplits, prepare_splits, residue_counts, resolve_cache_root
 from protlig_dd.diffusion.loss import score_entropy_loss
 from protlig_dd.model.ema import EMA
 from protlig_dd.model.precision import needs_grad_scaler, resolve_precision
@@ -174,9 +175,16 @@ def _grad_accum_steps(cfg: Config, world_size: int) -> int:
     return cfg.training.global_batch_tokens // per_micro
 
 
-def _unigram_ppl(frequencies: list[float]) -> float:
-    entropy = -sum(p * math.log(p) for p in frequencies if p > 0)
-    return math.exp(entropy)
+def unigram_baseline_ppl(train_frequencies: np.ndarray, eval_counts: np.ndarray) -> float:
+    """Perplexity of the training unigram composition on the evaluated residues (a cross-entropy).
+
+    This is the bound a model that learned only amino-acid composition would reach on that data.
+    """
+    counts = np.asarray(eval_counts, dtype=np.float64)
+    probs = np.asarray(train_frequencies, dtype=np.float64)
+    seen = counts > 0
+    cross_entropy = -float((counts[seen] * np.log(np.maximum(probs[seen], 1e-12))).sum()) / max(counts.sum(), 1.0)
+    return math.exp(cross_entropy)
 
 
 class Trainer:
@@ -214,6 +222,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optim, self.model, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=uses_scaler)
         self.noise_generator = torch.Generator(device=self.device)
+        self._validation_counts: np.ndarray | None = None  # residue counts of the validation split
         self._replica: torch.nn.Module | None = None  # unsharded copy for validation/sampling under FSDP
         self.logger: MetricsLogger | None = None
         self.config_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
@@ -423,12 +432,14 @@ class Trainer:
         view = self._periodic_view(on_every_rank=True)
         assert view is not None  # on_every_rank: every rank gets a view
         metrics = validate(view, self.splits.validation)
-        unigram = _unigram_ppl(self.splits.summary.residue_frequencies.tolist())
+        if self._validation_counts is None:
+            self._validation_counts = residue_counts(self.splits.validation, self.alphabet.num_residues)
+        unigram = unigram_baseline_ppl(self.splits.summary.residue_frequencies, self._validation_counts)
         metrics["unigram_ppl"] = unigram
         if self.info.is_main:
             logger.info(
                 "step %d validation: nll/residue %.4f, perplexity bound %.3f +- %.3f "
-                "(baselines: uniform-20 = 20.00, training unigram = %.2f; bound omits O(eps) terms)",
+                "(baselines: uniform-20 = 20.00, training unigram on these residues = %.2f; bound omits O(eps) terms)",
                 self.state.step,
                 metrics["val_nll_per_residue"],
                 metrics["val_ppl_bound"],
