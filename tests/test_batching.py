@@ -23,7 +23,8 @@ from protlig_dd.data.batching import (
 )
 from protlig_dd.data.sequence_set import InMemoryTokenStore, SequenceSet
 
-UNIREF50_SAMPLE = Path("/work/shared/data/uniref202104_esm2_qc/uniref50_train_filt.fasta.gz")
+# The same file is shipped inside the package as the embedded training sample.
+UNIREF50_SAMPLE = Path(__file__).resolve().parents[1] / "protlig_dd" / "data" / "embedded" / "uniref50_train_filt.fasta.gz"
 ALPHABET = Alphabet()
 PAD = ALPHABET.pad_id
 
