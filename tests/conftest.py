@@ -25,3 +25,21 @@ def shared_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_overrides(shared_cache_dir: Path) -> list[str]:
     """--set overrides that point the tiny config at the shared cache."""
     return [f"data.cache_dir={shared_cache_dir}"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, shared_cache_dir: Path) -> Path:
+    """A run directory holding a 2-step checkpoint of the tiny config (seconds), shared by the CLI tests."""
+    from protlig_dd.config import load_config
+    from protlig_dd.training.loop import RunOptions, train
+
+    overrides = [
+        f"data.cache_dir={shared_cache_dir}",
+        "training.max_steps=2",
+        "eval.every=0",
+        "sampling.every=0",
+        "checkpoint.every=2",
+    ]
+    work_dir = tmp_path_factory.mktemp("tiny_run")
+    train(load_config(TINY_CONFIG, overrides), RunOptions(work_dir=work_dir, device="cpu"))
+    return work_dir

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from real_data import UNIREF50_SAMPLE, read_fasta_head
 
 from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.data.batch import Batch
@@ -23,29 +21,8 @@ from protlig_dd.data.batching import (
 )
 from protlig_dd.data.sequence_set import InMemoryTokenStore, SequenceSet
 
-# The same file is shipped inside the package as the embedded training sample.
-UNIREF50_SAMPLE = Path(__file__).resolve().parents[1] / "protlig_dd" / "data" / "embedded" / "uniref50_train_filt.fasta.gz"
 ALPHABET = Alphabet()
 PAD = ALPHABET.pad_id
-
-
-def read_fasta_head(path: Path, count: int) -> list[str]:
-    """The first ``count`` sequences of a (gzipped) FASTA file."""
-    sequences: list[str] = []
-    parts: list[str] = []
-    with gzip.open(path, "rt") as handle:
-        for line in handle:
-            if line.startswith(">"):
-                if parts:
-                    sequences.append("".join(parts))
-                    if len(sequences) == count:
-                        return sequences
-                parts = []
-            else:
-                parts.append(line.strip())
-    if parts:
-        sequences.append("".join(parts))
-    return sequences
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +51,7 @@ def plan_all(
     long_sequences: str = "crop",
     epoch: int = 0,
 ) -> WindowPlan:
-    order = epoch_order(
-        sequences.lengths, max_length=max_length, long_sequences=long_sequences, seed=3, epoch=epoch
-    )
+    order = epoch_order(sequences.lengths, max_length=max_length, long_sequences=long_sequences, seed=3, epoch=epoch)
     return plan_window(
         order,
         sequences.lengths,
@@ -100,9 +75,7 @@ MODES = [
 
 
 @pytest.mark.parametrize("packing,bucket", MODES)
-def test_crops_stay_inside_sequences_and_cover_each_once(
-    real_set: SequenceSet, packing: bool, bucket: bool
-) -> None:
+def test_crops_stay_inside_sequences_and_cover_each_once(real_set: SequenceSet, packing: bool, bucket: bool) -> None:
     """Every crop lies inside its sequence, is max_length long when cropped; each sequence appears once."""
     plan = plan_all(real_set, max_length=128, tokens_per_batch=1024, packing=packing, bucket_by_length=bucket)
     entries = all_entries(plan)
@@ -216,9 +189,7 @@ def test_packed_rows_fit_and_keep_sequences_contiguous(real_set: SequenceSet) ->
 def test_token_budget_is_respected(real_set: SequenceSet, packing: bool, bucket: bool) -> None:
     """rows * width <= tokens_per_batch for every batch, in every mode."""
     for budget in (512, 1000, 4096):
-        plan = plan_all(
-            real_set, max_length=512, tokens_per_batch=budget, packing=packing, bucket_by_length=bucket
-        )
+        plan = plan_all(real_set, max_length=512, tokens_per_batch=budget, packing=packing, bucket_by_length=bucket)
         for b in range(len(plan)):
             batch_plan = plan.batch(b)
             assert batch_plan.num_tokens <= budget
@@ -242,9 +213,7 @@ def test_bucketing_cuts_padding_compared_to_plain(real_set: SequenceSet) -> None
     """Length bucketing in unpacked mode wastes far less than plain unpacked batches."""
 
     def waste(bucket: bool) -> float:
-        plan = plan_all(
-            real_set, max_length=512, tokens_per_batch=8192, packing=False, bucket_by_length=bucket
-        )
+        plan = plan_all(real_set, max_length=512, tokens_per_batch=8192, packing=False, bucket_by_length=bucket)
         plans = [plan.batch(b) for b in range(len(plan))]
         return 1 - sum(p.num_real_tokens for p in plans) / sum(p.num_tokens for p in plans)
 

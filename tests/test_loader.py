@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from real_data import UNIREF50_SAMPLE, read_fasta_head
 
 from protlig_dd.config import DataConfig, ModelConfig
 from protlig_dd.data.alphabet import Alphabet
@@ -17,29 +16,8 @@ from protlig_dd.data.batching import BatchPlan
 from protlig_dd.data.loader import TrainBatchStream, build_train_stream, eval_batches
 from protlig_dd.data.sequence_set import InMemoryTokenStore, SequenceSet
 
-# The same file is shipped inside the package as the embedded training sample.
-UNIREF50_SAMPLE = Path(__file__).resolve().parents[1] / "protlig_dd" / "data" / "embedded" / "uniref50_train_filt.fasta.gz"
 ALPHABET = Alphabet()
 PAD = ALPHABET.pad_id
-
-
-def read_fasta_head(path: Path, count: int) -> list[str]:
-    """The first ``count`` sequences of a (gzipped) FASTA file."""
-    sequences: list[str] = []
-    parts: list[str] = []
-    with gzip.open(path, "rt") as handle:
-        for line in handle:
-            if line.startswith(">"):
-                if parts:
-                    sequences.append("".join(parts))
-                    if len(sequences) == count:
-                        return sequences
-                parts = []
-            else:
-                parts.append(line.strip())
-    if parts:
-        sequences.append("".join(parts))
-    return sequences
 
 
 @pytest.fixture(scope="module")
@@ -357,9 +335,7 @@ def test_packed_rows_do_not_mix_sequences_in_the_model(real_set: SequenceSet) ->
             parameter.normal_(0.0, 0.3)
     stream = make_stream(real_set, tokens_per_batch=512)
     packed_row = next(
-        (batch, plan)
-        for batch, plan in ((next(stream), stream.last_plan) for _ in range(50))
-        if len(plan.rows[0]) >= 3
+        (batch, plan) for batch, plan in ((next(stream), stream.last_plan) for _ in range(50)) if len(plan.rows[0]) >= 3
     )
     batch, plan = packed_row
     sigma = torch.full((1,), 1.3)

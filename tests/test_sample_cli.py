@@ -8,30 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, TINY_CONFIG
+from conftest import REPO_ROOT
 
 from protlig_dd import sample
-from protlig_dd.config import load_config
 from protlig_dd.data.readers import SourceSpec, iter_records
 from protlig_dd.training import checkpoint as ckpt
-from protlig_dd.training.loop import RunOptions, train
 
 MAX_LENGTH = 64  # tests/tiny_config.yaml model.max_length
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, shared_cache_dir: Path) -> Path:
-    """A run directory holding a 2-step checkpoint of the tiny config (seconds)."""
-    overrides = [
-        f"data.cache_dir={shared_cache_dir}",
-        "training.max_steps=2",
-        "eval.every=0",
-        "sampling.every=0",
-        "checkpoint.every=2",
-    ]
-    work_dir = tmp_path_factory.mktemp("sample_run")
-    train(load_config(TINY_CONFIG, overrides), RunOptions(work_dir=work_dir, device="cpu"))
-    return work_dir
 
 
 def _run(run_dir: Path, out: Path, *extra: str) -> int:

@@ -31,21 +31,6 @@ SEQUENCES = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, shared_cache_dir: Path) -> Path:
-    """A run directory holding a 2-step checkpoint of the tiny config (seconds)."""
-    overrides = [
-        f"data.cache_dir={shared_cache_dir}",
-        "training.max_steps=2",
-        "eval.every=0",
-        "sampling.every=0",
-        "checkpoint.every=2",
-    ]
-    work_dir = tmp_path_factory.mktemp("score_run")
-    train(load_config(TINY_CONFIG, overrides), RunOptions(work_dir=work_dir, device="cpu"))
-    return work_dir
-
-
 def _periodic_sequences(count: int, seed: int) -> list[str]:
     """Windows of a repeated 20-letter motif at random offsets: order matters, composition does not."""
     rng = random.Random(seed)

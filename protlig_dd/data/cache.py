@@ -50,6 +50,7 @@ from tqdm import tqdm
 from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.data.readers import RecordBatch, SourceError, SourceSpec, iter_batches
 from protlig_dd.data.splits import hash_ids
+from protlig_dd.durable_io import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -352,12 +353,6 @@ class _Writer:
             handle.close()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def length_summary(length_counts: np.ndarray) -> dict[str, Any]:
@@ -500,7 +495,7 @@ def prepare_cache(
                 json.dump(meta, handle, indent=1)
                 handle.flush()
                 os.fsync(handle.fileno())
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             _swap_in(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -516,6 +511,6 @@ def _swap_in(tmp: Path, out: Path) -> None:
         old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
         os.rename(out, old)
     os.rename(tmp, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old)

@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from protlig_dd.durable_io import fsync_dir
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
@@ -96,12 +98,6 @@ def remove_incomplete(work_dir: Path) -> list[Path]:
     return removed
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_file(path: Path, write) -> None:
@@ -136,7 +132,7 @@ def save_checkpoint(
     _write_file(tmp / "train_state.pt", lambda h: torch.save(train_state, h))
     _write_file(tmp / "meta.json", lambda h: h.write(json.dumps({"step": step, **meta}, indent=1).encode()))
     _write_file(tmp / "config.yaml", lambda h: h.write(config_yaml.encode()))
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():
         # Same step saved twice (e.g. SIGTERM right after a periodic save): swap in the new one.
         old = root / f"{_TMP_PREFIX}old-{step_dir_name(step)}-{os.getpid()}"
@@ -145,7 +141,7 @@ def save_checkpoint(
         shutil.rmtree(old)
     else:
         tmp.rename(final)
-    _fsync_dir(root)
+    fsync_dir(root)
     return final
 
 

@@ -1,0 +1,29 @@
+"""Real UniRef50 sequences for tests: the embedded training sample shipped in the package."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+UNIREF50_SAMPLE = (
+    Path(__file__).resolve().parents[1] / "protlig_dd" / "data" / "embedded" / "uniref50_train_filt.fasta.gz"
+)
+
+
+def read_fasta_head(path: Path, count: int) -> list[str]:
+    """The first ``count`` sequences of a (gzipped) FASTA file."""
+    sequences: list[str] = []
+    parts: list[str] = []
+    with gzip.open(path, "rt") as handle:
+        for line in handle:
+            if line.startswith(">"):
+                if parts:
+                    sequences.append("".join(parts))
+                    if len(sequences) == count:
+                        return sequences
+                parts = []
+            else:
+                parts.append(line.strip())
+    if parts:
+        sequences.append("".join(parts))
+    return sequences
