@@ -16,6 +16,7 @@ and sampling run on an unsharded replica of the weights (see ``Trainer._periodic
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import math
 import signal
@@ -239,6 +240,11 @@ class Trainer:
         if splits.validation is None or len(splits.validation) == 0:
             logger.warning("no validation split: the likelihood bound will not be reported")
         return splits
+
+    def release_parallel(self) -> None:
+        """Drop the parallel wrapper (DDP reducer / FSDP state) and the evaluation replica."""
+        self.parallel = None
+        self._replica = None
 
     def load(self, checkpoint_dir: Path) -> None:
         """Restore everything a checkpoint holds (failures raise; nothing is half-loaded silently)."""
@@ -580,11 +586,19 @@ def train(cfg: Config, options: RunOptions) -> dict[str, float]:
             logger.info("moved the earlier run in %s aside to %s", work_dir, archived)
         barrier(info)
         trainer = Trainer(cfg, options, info)
-        if info.is_main:
-            (work_dir / "config.yaml").write_text(trainer.config_yaml)
-        if resume_from is not None:
-            trainer.load(resume_from)
-        return trainer.run()
+        try:
+            if info.is_main:
+                (work_dir / "config.yaml").write_text(trainer.config_yaml)
+            if resume_from is not None:
+                trainer.load(resume_from)
+            return trainer.run()
+        finally:
+            # Free the DDP/FSDP wrapper while the process group still exists: a gloo group destroyed
+            # later, by the wrapper's reducer, joins its worker thread while holding the GIL that
+            # thread needs, and the process hangs at exit.
+            trainer.release_parallel()
+            del trainer
+            gc.collect()
     finally:
         if lock is not None:
             lock.release()
