@@ -17,6 +17,10 @@ set -uo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="${REPO_DIR}${PYTHONPATH:+:${PYTHONPATH}}"
 PYTHON="${PYTHON:-python3}"
+# glibc: keep large training-step buffers mapped instead of returning them to the kernel every step
+# (removes page-fault churn on CPU; docs/performance.md). Ignored by other C libraries.
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-33554432}"
+export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-17179869184}"
 
 launch_training() {
     # $1: label for the log file; remaining: extra arguments for the entry point.
