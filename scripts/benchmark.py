@@ -90,24 +90,55 @@ _PACKING_SETTINGS = {
     "trim": (False, False, False),
     "bucket": (False, True, False),
 }
-# Numbers of the earlier implementation on this machine (issue 7), for the table.
+# Below this fraction of the threads kept busy during training, other processes took the CPU.
+CONTENDED_UTILISATION = 0.75
+# The earlier implementation on this machine (issue 7): training tokens/s at a micro-batch of rows,
+# and sampling residues/s (small config, 8 x 256 residues, 100 steps).
 EARLIER = {
     "stable": {"tokens_per_s": 386.0, "micro_batch": 4},
-    "small": {"tokens_per_s": 4900.0, "micro_batch": 8},
-    "sampling_residues_per_s": 147.0,
+    "small": {"tokens_per_s": 4900.0, "micro_batch": 8, "sampling_residues_per_s": 147.0},
 }
 
 
+def config_alias(path: Path) -> str | None:
+    """The alias (small, stable, ...) naming the shipped config at ``path``, if any."""
+    for name, relative in CONFIG_ALIASES.items():
+        if (REPO_ROOT / relative).resolve() == path.resolve():
+            return name
+    return None
+
+
+def compare_with_earlier(alias: str | None, result: dict[str, Any]) -> dict[str, Any]:
+    """Our numbers over the earlier implementation's, for the small and stable configs."""
+    earlier = EARLIER.get(alias or "")
+    if earlier is None:
+        return {}
+    comparison: dict[str, Any] = {"earlier": earlier}
+    training = result["training"]
+    mode = "on" if "on" in training else next(iter(training))
+    comparison["training_speedup"] = training[mode]["tokens_per_s"] / earlier["tokens_per_s"]
+    comparison["training_mode"] = mode
+    if "sampling_residues_per_s" in earlier and "sampling" in result:
+        comparison["sampling_speedup"] = (
+            result["sampling"]["residues_per_s"] / earlier["sampling_residues_per_s"]
+        )
+    return comparison
+
+
 def resolve_config_path(name_or_path: str) -> Path:
-    """A config alias (small, stable, optimized, quickstart) or a YAML path -> an existing path."""
-    candidate = Path(CONFIG_ALIASES.get(name_or_path, name_or_path))
-    if not candidate.is_absolute() and not candidate.is_file():
-        candidate = REPO_ROOT / candidate
+    """A config alias (small, stable, optimized, quickstart) or a YAML path -> an existing absolute path.
+
+    Aliases name files of this repository; other relative paths are taken from the working directory.
+    """
+    if name_or_path in CONFIG_ALIASES:
+        candidate = REPO_ROOT / CONFIG_ALIASES[name_or_path]
+    else:
+        candidate = Path(name_or_path)
     if not candidate.is_file():
         raise ConfigError(
             f"--config {name_or_path!r}: no such file; use a YAML path or one of {sorted(CONFIG_ALIASES)}"
         )
-    return candidate
+    return candidate.resolve()
 
 
 def synchronize(device: torch.device) -> None:
@@ -248,8 +279,9 @@ def measure_training(
         "data_seconds_fraction": data_seconds / seconds,
         "tokens_per_s": grid_tokens / seconds,
         "residues_per_s": real_tokens / seconds,
-        # CPU time of all threads of this process: with other jobs on the machine, tokens per
-        # CPU-second times the thread count is what the step would reach with the cores to itself.
+        # CPU time of all threads of this process. Utilisation well below the thread count means
+        # other jobs took the cores; tokens per CPU-second times the thread count then bounds what
+        # the step would reach with the cores to itself (from above: serial parts do not scale).
         "cpu_seconds": cpu_seconds,
         "cpu_utilisation": cpu_seconds / seconds,
         "tokens_per_cpu_s": grid_tokens / cpu_seconds,
@@ -368,6 +400,11 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(_row("median step (s)", f"{stats['step_seconds_median']:.3f}"))
         lines.append(_row("CPU utilisation (cores busy)", f"{stats['cpu_utilisation']:.2f}"))
         lines.append(_row("minor page faults per step", f"{stats['minor_page_faults_per_step']:,.0f}"))
+        if stats["cpu_utilisation"] < CONTENDED_UTILISATION * result["threads"]:
+            lines.append(
+                "  WARNING: the threads were busy only part of the time: other processes shared the CPU, "
+                "these numbers are not this machine's (see docs/performance.md, OMP_WAIT_POLICY)"
+            )
     if "packing_speedup" in result:
         lines.append(_row("packing speed-up (residues/s on / off)", f"{result['packing_speedup']:.2f}x"))
     if "sampling" in result:
@@ -384,6 +421,15 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(
         _row("load average before / after", f"{result['load_before']:.2f} / {result['load_after']:.2f}")
     )
+    versus = result.get("vs_earlier") or {}
+    if versus:
+        earlier = versus["earlier"]
+        label = f"vs earlier implementation (tokens/s, {earlier['micro_batch']} rows)"
+        value = f"{versus['training_speedup']:.2f}x of {earlier['tokens_per_s']:,.0f}"
+        lines.append(_row(label, f"{value} (packing {versus['training_mode']})"))
+        if "sampling_speedup" in versus:
+            value = f"{versus['sampling_speedup']:.2f}x of {earlier['sampling_residues_per_s']:,.0f}"
+            lines.append(_row("vs earlier implementation (sampling)", f"{value} residues/s"))
     return "\n".join(lines)
 
 
@@ -436,8 +482,9 @@ def _check_args(args: argparse.Namespace, cfg: Config) -> None:
     }.items():
         if value < 0:
             raise ConfigError(f"{flag} must be >= 0, got {value}")
-    if args.micro_batch is not None and args.micro_batch < 1:
-        raise ConfigError(f"--micro-batch must be >= 1, got {args.micro_batch}")
+    for flag, optional in {"--micro-batch": args.micro_batch, "--sample-count": args.sample_count}.items():
+        if optional is not None and optional < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {optional}")
     if not 1 <= args.sample_length <= cfg.model.max_length:
         raise ConfigError(
             f"--sample-length must be in 1..{cfg.model.max_length} (model.max_length), "
@@ -504,16 +551,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["scoring"] = measure_scoring(trainer, args.score_sequences, args.seed)
     result["peak_rss_mb"] = peak_rss_mb()
     result["load_after"] = os.getloadavg()[0]
+    result["vs_earlier"] = compare_with_earlier(config_alias(config_path), result)
     return result
 
 
 def main(argv: list[str] | None = None, emit: Callable[[str], None] = print) -> int:
-    """CLI entry point: run, print the table, write JSON; exit code 0, or 2 on a config error."""
+    """CLI entry point: run, print the table, write JSON; exit code 0, or 2 on a bad config/argument."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         result = run(args)
-    except ConfigError as err:
+    except ValueError as err:  # bad config, arguments or device (ConfigError is a ValueError)
         sys.stderr.write(f"benchmark: {err}\n")
         return 2
     emit(format_report(result))

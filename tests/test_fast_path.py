@@ -86,12 +86,13 @@ def loss_curve(cfg: Config, batches: list[Batch], precision: str, compile_model:
 
 
 def assert_curves_match(reference: list[float], fast: list[float]) -> None:
-    """Same noise, so step-by-step values agree to a few percent; both runs must have learned."""
+    """Same noise, so step-by-step values agree to 1% on average (5% at worst; measured: 4e-5 and 1e-4
+    on this CPU); both runs must have learned."""
     ref, new = torch.tensor(reference), torch.tensor(fast)
     assert torch.isfinite(new).all()
     relative = (new - ref).abs() / ref
-    assert float(relative.mean()) < 0.03, relative
-    assert float(relative.max()) < 0.15, relative
+    assert float(relative.mean()) < 0.01, relative
+    assert float(relative.max()) < 0.05, relative
     # Learning happened (a broken update would leave the loss where it started): the last quarter's
     # mean is clearly below the first quarter's in both runs, by nearly the same amount.
     quarter = CURVE_STEPS // 4
@@ -103,7 +104,7 @@ def assert_curves_match(reference: list[float], fast: list[float]) -> None:
 
 def test_bf16_autocast_training_matches_fp32_loss_curve(shared_cache_dir: Path) -> None:
     """Guards the bf16 fast path: 40 optimizer steps under CPU bf16 autocast track the plain fp32 curve
-    (same init, same data, same noise) within a few percent per step, and both learn."""
+    (same init, same data, same noise) within 1% per step on average, and both learn."""
     cfg = curve_config(shared_cache_dir)
     batches = training_batches(cfg, 4)
     reference = loss_curve(cfg, batches, "fp32")
@@ -308,4 +309,22 @@ def test_benchmark_script_end_to_end(tmp_path: Path) -> None:
     assert result["sampling"]["residues_per_s"] > 0 and result["scoring"]["residues_per_s"] > 0
     assert result["peaks"]["fp32"] > 0 and result["peak_rss_mb"] > 0
     assert any("packing speed-up" in line for line in lines)
+    assert result["vs_earlier"] == {}  # the tiny config has no earlier numbers
     assert benchmark.main(["--config", "no_such_config"], emit=lines.append) == 2
+
+
+def test_benchmark_compares_shipped_configs_with_the_earlier_numbers() -> None:
+    """Guards the speed-up lines: the small/stable aliases map to the shipped YAMLs, and the ratio is
+    ours over the earlier implementation's (4,900 tokens/s and 147 residues/s for small)."""
+    benchmark = _load_benchmark_module()
+    path = benchmark.resolve_config_path("small")
+    assert path == REPO_ROOT / "configs" / "config_small_cpu.yaml"
+    assert benchmark.config_alias(path) == "small" and benchmark.config_alias(TINY_CONFIG) is None
+    fake = {
+        "training": {"off": {"tokens_per_s": 2450.0}, "on": {"tokens_per_s": 9800.0}},
+        "sampling": {"residues_per_s": 294.0},
+    }
+    versus = benchmark.compare_with_earlier("small", fake)
+    assert versus["training_mode"] == "on"
+    assert versus["training_speedup"] == pytest.approx(2.0)
+    assert versus["sampling_speedup"] == pytest.approx(2.0)
