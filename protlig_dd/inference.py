@@ -1,9 +1,9 @@
 """Load a trained run or checkpoint for inference: the small Python API behind the CLIs.
 
-    from protlig_dd.inference import load_model
-    loaded = load_model("runs/quickstart")              # a run dir (latest checkpoint) or a step folder
-    result = loaded.sample(lengths=[120, 200], steps=128)
-    print(result.sequences)
+    >>> from protlig_dd.inference import load_model
+    >>> loaded = load_model("runs/quickstart")              # a run dir (latest checkpoint) or a step folder
+    >>> result = loaded.sample(lengths=[120, 200], steps=128)
+    >>> print(result.sequences)
 
 A checkpoint folder is self-contained: its config, alphabet and training length histogram are
 inside, so nothing else is needed.

@@ -1,12 +1,12 @@
 """Score given protein sequences with a trained model: the SEDD likelihood bound per sequence.
 
-    from protlig_dd.inference import load_model
-    from protlig_dd.scoring import score_sequences
-    loaded = load_model("runs/quickstart")
-    report = score_sequences(loaded, ["MKTAYIAKQRQISFVKSHFSRQ", "MSTNPKPQRKTKRNTNRRPQDVKFPGG"])
-    print(report.total.describe())
-    for s in report.scores:
-        print(s.id, s.nll_per_residue, s.ppl_bound)
+    >>> from protlig_dd.inference import load_model
+    >>> from protlig_dd.scoring import score_sequences
+    >>> loaded = load_model("runs/quickstart")
+    >>> report = score_sequences(loaded, ["MKTAYIAKQRQISFVKSHFSRQ", "MSTNPKPQRKTKRNTNRRPQDVKFPGG"])
+    >>> print(report.total.describe())
+    >>> for s in report.scores:
+    ...     print(s.id, s.nll_per_residue, s.ppl_bound)
 
 What the numbers mean: ``nll`` is a Monte-Carlo estimate of an upper bound on -log p(x | length) in
 nats (the ELBO of diffusion.likelihood, without its O(eps) prior and reconstruction terms, as in

@@ -27,3 +27,13 @@ def read_fasta_head(path: Path, count: int) -> list[str]:
     if parts:
         sequences.append("".join(parts))
     return sequences
+
+
+def real_sequence_set(count: int):
+    """The first ``count`` embedded UniRef50 sequences, encoded into an in-memory SequenceSet."""
+    from protlig_dd.data.alphabet import Alphabet
+    from protlig_dd.data.sequence_set import InMemoryTokenStore, SequenceSet
+
+    alphabet = Alphabet()
+    encoded = [alphabet.encode(s) for s in read_fasta_head(UNIREF50_SAMPLE, count)]
+    return SequenceSet.whole(InMemoryTokenStore.from_arrays(encoded))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from real_data import UNIREF50_SAMPLE, read_fasta_head
+from real_data import real_sequence_set
 
 from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.data.batch import Batch
@@ -28,10 +28,7 @@ PAD = ALPHABET.pad_id
 @pytest.fixture(scope="module")
 def real_set() -> SequenceSet:
     """~1000 real UniRef50 sequences (lengths 24..6000+), encoded in memory."""
-    if not UNIREF50_SAMPLE.is_file():
-        pytest.skip(f"{UNIREF50_SAMPLE} not available")
-    encoded = [ALPHABET.encode(s) for s in read_fasta_head(UNIREF50_SAMPLE, 1000)]
-    return SequenceSet.whole(InMemoryTokenStore.from_arrays(encoded))
+    return real_sequence_set(1000)
 
 
 def synthetic_set(lengths: list[int], seed: int = 0) -> SequenceSet:

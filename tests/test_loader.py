@@ -7,14 +7,14 @@ import io
 import numpy as np
 import pytest
 import torch
-from real_data import UNIREF50_SAMPLE, read_fasta_head
+from real_data import real_sequence_set
 
 from protlig_dd.config import DataConfig, ModelConfig
 from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.data.batch import Batch
 from protlig_dd.data.batching import BatchPlan
 from protlig_dd.data.loader import TrainBatchStream, build_train_stream, eval_batches
-from protlig_dd.data.sequence_set import InMemoryTokenStore, SequenceSet
+from protlig_dd.data.sequence_set import SequenceSet
 
 ALPHABET = Alphabet()
 PAD = ALPHABET.pad_id
@@ -23,10 +23,7 @@ PAD = ALPHABET.pad_id
 @pytest.fixture(scope="module")
 def real_set() -> SequenceSet:
     """600 real UniRef50 sequences, encoded in memory."""
-    if not UNIREF50_SAMPLE.is_file():
-        pytest.skip(f"{UNIREF50_SAMPLE} not available")
-    encoded = [ALPHABET.encode(s) for s in read_fasta_head(UNIREF50_SAMPLE, 600)]
-    return SequenceSet.whole(InMemoryTokenStore.from_arrays(encoded))
+    return real_sequence_set(600)
 
 
 def make_stream(sequences: SequenceSet, **overrides) -> TrainBatchStream:
