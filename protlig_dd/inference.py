@@ -11,6 +11,7 @@ inside, so nothing else is needed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,12 +71,14 @@ class LoadedModel:
         templates: torch.Tensor | None = None,
         steps: int | None = None,
         predictor: str | None = None,
-        denoise: bool = True,
+        denoise: bool | None = None,
         seed: int = 0,
         batch_size: int = 64,
+        on_chunk: Callable[[int], None] | None = None,
     ) -> GenerationResult:
         """Generate sequences: given ``lengths``, ``num`` lengths drawn from the training histogram,
-        or ``templates`` (see protlig_dd.diffusion.templates). Defaults come from the sampling config."""
+        or ``templates`` (see protlig_dd.diffusion.templates). Defaults come from the sampling config;
+        ``on_chunk(num_rows)`` is called as chunks finish (progress bars)."""
         generator = self.generator(seed)
         if lengths is None and templates is None:
             if num is None:
@@ -90,10 +93,11 @@ class LoadedModel:
             templates=templates,
             steps=steps or self.config.sampling.steps,
             predictor=predictor or self.config.sampling.predictor,
-            denoise=denoise,
+            denoise=self.config.sampling.denoise if denoise is None else denoise,
             generator=generator,
             precision=self.precision,
             batch_size=batch_size,
+            on_chunk=on_chunk,
         )
 
 

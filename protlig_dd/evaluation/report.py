@@ -43,7 +43,6 @@ from protlig_dd.data.pipeline import (
 from protlig_dd.data.readers import Record, SourceError, SourceSpec, iter_records
 from protlig_dd.diffusion.likelihood import BOUND_NOTE
 from protlig_dd.evaluation import metrics, plots
-from protlig_dd.generation import draw_lengths, generate
 from protlig_dd.inference import LoadedModel
 from protlig_dd.scoring import encode_records, read_sequences, score_tokens
 from protlig_dd.training.periodic import write_fasta
@@ -150,22 +149,14 @@ def generate_samples(loaded: LoadedModel, options: EvaluationOptions, path: Path
     """Generate ``num_samples`` sequences (lengths from the training histogram) into ``path`` (FASTA)."""
     steps = options.steps or loaded.config.sampling.steps
     predictor = loaded.config.sampling.predictor
-    generator = loaded.generator(options.seed)
-    lengths = draw_lengths(loaded.length_histogram, options.num_samples, loaded.max_length, generator)
     with tqdm(
-        total=len(lengths), unit="seq", desc="sampling", file=sys.stderr, disable=not options.progress
+        total=options.num_samples, unit="seq", desc="sampling", file=sys.stderr, disable=not options.progress
     ) as bar:
-        result = generate(
-            loaded.model,
-            loaded.graph,
-            loaded.noise,
-            loaded.alphabet,
-            lengths=lengths,
+        result = loaded.sample(
+            num=options.num_samples,
             steps=steps,
             predictor=predictor,
-            denoise=loaded.config.sampling.denoise,
-            generator=generator,
-            precision=loaded.precision,
+            seed=options.seed,
             batch_size=options.batch_size,
             on_chunk=bar.update,
         )
