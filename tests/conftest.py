@@ -27,19 +27,18 @@ def tiny_overrides(shared_cache_dir: Path) -> list[str]:
     return [f"data.cache_dir={shared_cache_dir}"]
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, shared_cache_dir: Path) -> Path:
-    """A run directory holding a 2-step checkpoint of the tiny config (seconds), shared by the CLI tests."""
+def train_tiny_run(work_dir: Path, cache_dir: Path, overrides: list[str]) -> Path:
+    """Train the tiny config in ``work_dir`` (CPU, seconds) with extra ``--set`` overrides."""
     from protlig_dd.config import load_config
     from protlig_dd.training.loop import RunOptions, train
 
-    overrides = [
-        f"data.cache_dir={shared_cache_dir}",
-        "training.max_steps=2",
-        "eval.every=0",
-        "sampling.every=0",
-        "checkpoint.every=2",
-    ]
-    work_dir = tmp_path_factory.mktemp("tiny_run")
-    train(load_config(TINY_CONFIG, overrides), RunOptions(work_dir=work_dir, device="cpu"))
+    config = load_config(TINY_CONFIG, [f"data.cache_dir={cache_dir}", *overrides])
+    train(config, RunOptions(work_dir=work_dir, device="cpu"))
     return work_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, shared_cache_dir: Path) -> Path:
+    """A run directory holding a 2-step checkpoint of the tiny config (seconds), shared by the CLI tests."""
+    overrides = ["training.max_steps=2", "eval.every=0", "sampling.every=0", "checkpoint.every=2"]
+    return train_tiny_run(tmp_path_factory.mktemp("tiny_run"), shared_cache_dir, overrides)

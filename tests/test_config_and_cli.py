@@ -166,45 +166,15 @@ def test_fresh_moves_the_earlier_run_aside(tmp_path: Path, tiny_overrides: list[
 def test_launchers_return_the_training_exit_code(tmp_path: Path, script: str, shared_cache_dir: Path) -> None:
     """Launchers create their log folder, pass arguments through, and fail when training fails."""
     env = {**_env(), "LOG_DIR": str(tmp_path / "logs"), "PYTHON": sys.executable}
-    bad = subprocess.run(
-        [
-            "bash",
-            str(REPO_ROOT / script),
-            "--work_dir",
-            str(tmp_path / "w"),
-            "--config",
-            str(TINY_CONFIG),
-            "--set",
-            "model.bogus=1",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+
+    def launch(*args: str, timeout: int) -> subprocess.CompletedProcess:
+        command = ["bash", str(REPO_ROOT / script), "--work_dir", str(tmp_path / "w"), "--config", str(TINY_CONFIG)]
+        return subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+
+    bad = launch("--set", "model.bogus=1", timeout=120)
     assert bad.returncode == 2, bad.stdout + bad.stderr
     assert list((tmp_path / "logs").glob("*.log"))
-    good = subprocess.run(
-        [
-            "bash",
-            str(REPO_ROOT / script),
-            "--work_dir",
-            str(tmp_path / "w"),
-            "--config",
-            str(TINY_CONFIG),
-            "--device",
-            "cpu",
-            "--set",
-            f"data.cache_dir={shared_cache_dir}",
-            "training.max_steps=2",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    good = launch("--device", "cpu", "--set", f"data.cache_dir={shared_cache_dir}", "training.max_steps=2", timeout=300)
     assert good.returncode == 0, good.stdout + good.stderr
     assert (tmp_path / "w" / "checkpoints" / "step_00000002").is_dir()
 
@@ -224,7 +194,8 @@ def test_training_reads_a_cache_made_by_prepare(tmp_path: Path, tiny_overrides: 
     )
     assert proc.returncode == 0, proc.stderr
     cfg = load_config(
-        TINY_CONFIG, [*tiny_overrides, f"data.source={prepared}", "data.validation_fraction=0.1", "training.max_steps=2"]
+        TINY_CONFIG,
+        [*tiny_overrides, f"data.source={prepared}", "data.validation_fraction=0.1", "training.max_steps=2"],
     )
     train(cfg, RunOptions(work_dir=tmp_path / "run", device="cpu"))
     meta = json.loads((tmp_path / "run" / "checkpoints" / "step_00000002" / "meta.json").read_text())

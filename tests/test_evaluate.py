@@ -11,14 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, TINY_CONFIG
+from conftest import REPO_ROOT, train_tiny_run
 
 from protlig_dd import evaluate, sample
-from protlig_dd.config import load_config
 from protlig_dd.evaluation.report import EvaluationOptions, training_reference
 from protlig_dd.inference import load_model
 from protlig_dd.training import checkpoint as ckpt
-from protlig_dd.training.loop import RunOptions, train
 
 HELD_OUT = {
     "ubiquitin": "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG",
@@ -35,16 +33,13 @@ PLOTS = ("perplexity.png", "composition.png", "lengths.png", "identity.png", "tr
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, shared_cache_dir: Path) -> Path:
     """A tiny run with two validations in metrics.jsonl and a final checkpoint (seconds)."""
     overrides = [
-        f"data.cache_dir={shared_cache_dir}",
         "training.max_steps=4",
         "eval.every=2",
         "eval.num_sequences=4",
         "sampling.every=0",
         "checkpoint.every=4",
     ]
-    work_dir = tmp_path_factory.mktemp("evaluate_run")
-    train(load_config(TINY_CONFIG, overrides), RunOptions(work_dir=work_dir, device="cpu"))
-    return work_dir
+    return train_tiny_run(tmp_path_factory.mktemp("evaluate_run"), shared_cache_dir, overrides)
 
 
 @pytest.fixture(scope="module")
