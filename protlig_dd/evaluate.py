@@ -2,7 +2,8 @@
 
     python -m protlig_dd.evaluate --checkpoint RUN_OR_CKPT [--data heldout.fasta] [--samples samples.fasta]
         [--num-samples N] [--steps S] [--samples-per-seq K] [--max-data-sequences M] [--train-data PATH]
-        [--batch-size B] [--seed SEED] [--device auto|cpu|cuda|mps] [--precision P] --out report_dir
+        [--no-shuffle-control] [--batch-size B] [--seed SEED] [--device auto|cpu|cuda|mps] [--precision P]
+        --out report_dir
 
 Without --data the held-out set is the embedded random UniRef50 validation sample (996 sequences).
 Without --samples, --num-samples sequences are generated first (report_dir/samples.fasta). The
@@ -18,6 +19,7 @@ import logging
 import sys
 
 from protlig_dd.evaluation.report import EvaluationOptions, evaluate
+from protlig_dd.evaluation.shuffle_control import ShuffleControl
 from protlig_dd.inference import load_model
 from protlig_dd.model.precision import PRECISIONS
 from protlig_dd.training.checkpoint import CheckpointError
@@ -32,10 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--samples", help="generated sequences (FASTA); default: generate --num-samples")
     parser.add_argument("--num-samples", type=int, default=64, help="sequences to generate without --samples")
     parser.add_argument("--steps", type=int, help="reverse steps when generating (default: the run's)")
-    parser.add_argument(
-        "--samples-per-seq", type=int, help="t draws per held-out sequence (default: the run's)"
-    )
+    parser.add_argument("--samples-per-seq", type=int, help="t draws per held-out sequence (default: the run's)")
     parser.add_argument("--max-data-sequences", type=int, default=0, help="score the first M (0 = all)")
+    parser.add_argument(
+        "--no-shuffle-control",
+        action="store_true",
+        help="skip scoring the held-out sequences shuffled (the residue-order control; halves scoring time)",
+    )
     parser.add_argument("--train-data", help="novelty reference (default: the run's training source)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -56,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.steps,
             samples_per_sequence=args.samples_per_seq,
             max_data_sequences=args.max_data_sequences,
+            shuffle_control=not args.no_shuffle_control,
             batch_size=args.batch_size,
             seed=args.seed,
             train_data=args.train_data,
@@ -71,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         f"(uniform-20: 20.00, training unigram: {val['baselines']['train_unigram_ppl']:.2f}); "
         f"report in {args.out}/report.md"
     )
+    control = val["shuffle_control"]
+    if control["computed"]:
+        print(f"shuffled control: {ShuffleControl(**{k: v for k, v in control.items() if k != 'computed'}).describe()}")
     return 0
 
 

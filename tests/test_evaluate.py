@@ -74,6 +74,14 @@ def test_report_json_holds_every_metric(report_dir: Path) -> None:
     assert val["ppl_bound"] == pytest.approx(math.exp(val["nll_per_residue"]))
     assert val["baselines"]["uniform_20_ppl"] == 20.0 and 10 < val["baselines"]["train_unigram_ppl"] < 30
     assert "O(eps)" in val["note"] and "windows" in val["windows"]
+    control = val["shuffle_control"]
+    assert control["computed"] and control["num_sequences"] == len(HELD_OUT)
+    assert control["real_nll_per_residue"] == pytest.approx(val["nll_per_residue"])  # the same draws
+    assert control["difference_per_residue"] == pytest.approx(
+        control["shuffled_nll_per_residue"] - control["real_nll_per_residue"]
+    )
+    assert control["difference_stderr"] > 0 and math.isfinite(control["z"])
+    assert "shuffle_control" in report["definitions"]
     samples = report["samples"]
     assert samples["num_sequences"] == 6
     composition = samples["composition"]
@@ -142,11 +150,15 @@ def test_given_samples_and_a_lone_checkpoint_folder(
 
 
 def test_default_data_is_the_embedded_validation_sample(tiny_run: Path, tmp_path: Path) -> None:
-    """Without --data the held-out set is the embedded random UniRef50 validation sample."""
+    """Without --data the held-out set is the embedded random UniRef50 validation sample;
+    --no-shuffle-control skips the control and the report says so."""
     out = tmp_path / "report"
-    assert _evaluate(tiny_run, out, "--max-data-sequences", "5", "--num-samples", "3") == 0
+    args = ("--max-data-sequences", "5", "--num-samples", "3", "--no-shuffle-control")
+    assert _evaluate(tiny_run, out, *args) == 0
     validation = json.loads((out / "report.json").read_text())["validation"]
     assert validation["num_sequences"] == 5 and "embedded UniRef50 validation" in validation["data"]
+    assert validation["shuffle_control"] == {"computed": False, "reason": "switched off (--no-shuffle-control)"}
+    assert "Shuffled control: not computed" in (out / "report.md").read_text()
 
 
 def test_novelty_reference_from_a_prepared_cache(tiny_run: Path, shared_cache_dir: Path) -> None:

@@ -17,6 +17,7 @@ from conftest import REPO_ROOT, TINY_CONFIG
 
 from protlig_dd import score
 from protlig_dd.config import load_config
+from protlig_dd.evaluation.shuffle_control import shuffle_control
 from protlig_dd.inference import load_model
 from protlig_dd.scoring import CSV_COLUMNS, score_sequences
 from protlig_dd.training.loop import RunOptions, train
@@ -206,3 +207,8 @@ def test_scores_see_residue_order_of_a_learned_pattern(tmp_path: Path) -> None:
     shuffled = score_sequences(loaded, _shuffled(real, 2), samples_per_sequence=4, seed=1).total
     margin = 3 * math.hypot(ordered.nll_stderr, shuffled.nll_stderr)
     assert ordered.nll_per_residue + margin < shuffled.nll_per_residue
+    # The evaluation report's control (paired, ratio-estimator standard error) sees it as well.
+    control = shuffle_control(
+        loaded, [loaded.alphabet.encode(s) for s in real], [f"p{i}" for i in range(len(real))], seed=1
+    )
+    assert control.difference_per_residue > 0 and control.z > 3, control.describe()

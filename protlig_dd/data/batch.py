@@ -85,7 +85,7 @@ class Batch:
         out = []
         for row in self.segment_ids.cpu().numpy():
             ids, counts = np.unique(row[row > 0], return_counts=True)
-            out.append([int(c) for _, c in sorted(zip(ids, counts))])
+            out.append([int(c) for _, c in sorted(zip(ids, counts, strict=True))])
         return out
 
     @classmethod

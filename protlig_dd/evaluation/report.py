@@ -5,7 +5,9 @@ Sections (every number in report.json, the definitions beside them under "defini
 * validation: the likelihood bound on held-out sequences (default: the embedded random UniRef50
   validation sample), as perplexity per residue, beside two baselines: uniform over the 20 amino
   acids (perplexity 20) and the unigram composition of the training data (add-one smoothed) applied
-  to the same held-out residues.
+  to the same held-out residues; and the shuffled control (evaluation.shuffle_control): the same
+  held-out sequences with their residues shuffled, scored with the same noise draws, which tells a
+  model that uses residue order from one that has learned composition only.
 * samples: generated sequences (``--samples`` FASTA, or generated here with lengths drawn from the
   training histogram): amino-acid composition against the held-out data, the training unigram and
   EvoDiff's UniRef50 test composition (KL divergences and a bar plot); lengths; diversity (mean
@@ -43,6 +45,8 @@ from protlig_dd.data.pipeline import (
 from protlig_dd.data.readers import Record, SourceError, SourceSpec, iter_records
 from protlig_dd.diffusion.likelihood import BOUND_NOTE
 from protlig_dd.evaluation import metrics, plots
+from protlig_dd.evaluation.report_markdown import write_markdown
+from protlig_dd.evaluation.shuffle_control import SHUFFLE_CONTROL_NOTE, shuffle_control
 from protlig_dd.inference import LoadedModel
 from protlig_dd.scoring import encode_records, read_sequences, score_tokens
 from protlig_dd.training.periodic import write_fasta
@@ -56,6 +60,7 @@ DEFINITIONS = {
     "uniform_20_ppl": "perplexity of a uniform distribution over the 20 standard amino acids",
     "train_unigram_ppl": "perplexity of the held-out residues under the training residue frequencies "
     "(add-one smoothed): what composition alone achieves",
+    "shuffle_control": SHUFFLE_CONTROL_NOTE,
     "composition": "frequencies of the 20 standard amino acids (other letters left out, renormalised); "
     "KL(p || q) in nats",
     "identity": "identical pairs in an optimal alignment / length of the shorter sequence; global "
@@ -80,6 +85,7 @@ class EvaluationOptions:
     steps: int | None = None  # reverse steps when generating; None = the run's sampling.steps
     samples_per_sequence: int | None = None  # t draws per held-out sequence; None = the run's eval setting
     max_data_sequences: int = 0  # score only the first N held-out sequences; 0 = all
+    shuffle_control: bool = True  # also score the held-out sequences shuffled (doubles the scoring)
     batch_size: int = 32  # sequences per batch (scoring and generation)
     seed: int = 0  # seeds scoring noise, generation and subsamples
     train_data: str | None = None  # novelty reference; None = the run's training source
@@ -185,8 +191,10 @@ def validation_section(
 ) -> dict[str, Any]:
     """The bound on the held-out set, with the uniform-20 and training-unigram baselines."""
     tokens = encode_records(records, loaded.alphabet)
+    ids = [r.id for r in records]
     k = options.samples_per_sequence or loaded.config.eval.samples_per_sequence
-    total = sum(len(t) for t in tokens)
+    settings = {"samples_per_sequence": k, "batch_size": options.batch_size, "seed": options.seed}
+    total = sum(len(t) for t in tokens) * (2 if options.shuffle_control else 1)
     with tqdm(
         total=total,
         unit="res",
@@ -195,15 +203,13 @@ def validation_section(
         file=sys.stderr,
         disable=not options.progress,
     ) as bar:
-        report = score_tokens(
-            loaded,
-            tokens,
-            [r.id for r in records],
-            samples_per_sequence=k,
-            batch_size=options.batch_size,
-            seed=options.seed,
-            on_batch=bar.update,
-        )
+        report = score_tokens(loaded, tokens, ids, on_batch=bar.update, **settings)
+        control: dict[str, Any] = {"computed": False, "reason": "switched off (--no-shuffle-control)"}
+        if options.shuffle_control:
+            control = {
+                "computed": True,
+                **shuffle_control(loaded, tokens, ids, on_batch=bar.update, real=report, **settings).as_dict(),
+            }
     frequencies = _smoothed_train_frequencies(loaded)
     sequences = [r.sequence for r in records]
     return {
@@ -211,10 +217,9 @@ def validation_section(
         **report.summary_dict(),
         "baselines": {
             "uniform_20_ppl": 20.0,
-            "train_unigram_ppl": metrics.cross_entropy_perplexity(
-                sequences, frequencies, loaded.alphabet.residues
-            ),
+            "train_unigram_ppl": metrics.cross_entropy_perplexity(sequences, frequencies, loaded.alphabet.residues),
         },
+        "shuffle_control": control,
     }
 
 
@@ -224,23 +229,15 @@ def _composition_section(
     series = {
         "samples": metrics.composition(samples),
         "held-out data": metrics.composition(data),
-        "training unigram": metrics.restrict_frequencies(
-            loaded.residue_frequencies, loaded.alphabet.residues
-        ),
+        "training unigram": metrics.restrict_frequencies(loaded.residue_frequencies, loaded.alphabet.residues),
         "EvoDiff UniRef50 test": metrics.read_composition_reference(EMBEDDED_COMPOSITION_REFERENCE),
     }
     section = {
         "kl_samples_vs_data": metrics.kl_divergence(series["samples"], series["held-out data"]),
         "kl_samples_vs_train_unigram": metrics.kl_divergence(series["samples"], series["training unigram"]),
-        "kl_samples_vs_evodiff_uniref50": metrics.kl_divergence(
-            series["samples"], series["EvoDiff UniRef50 test"]
-        ),
-        "kl_data_vs_evodiff_uniref50": metrics.kl_divergence(
-            series["held-out data"], series["EvoDiff UniRef50 test"]
-        ),
-        "kl_data_vs_train_unigram": metrics.kl_divergence(
-            series["held-out data"], series["training unigram"]
-        ),
+        "kl_samples_vs_evodiff_uniref50": metrics.kl_divergence(series["samples"], series["EvoDiff UniRef50 test"]),
+        "kl_data_vs_evodiff_uniref50": metrics.kl_divergence(series["held-out data"], series["EvoDiff UniRef50 test"]),
+        "kl_data_vs_train_unigram": metrics.kl_divergence(series["held-out data"], series["training unigram"]),
         "letters": STANDARD_AMINO_ACIDS,
         "frequencies": {name: [float(v) for v in freq] for name, freq in series.items()},
     }
@@ -377,98 +374,16 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _comparison_rows(samples: dict[str, Any]) -> list[tuple[str, Any, Any, int]]:
-    """(label, samples value, held-out data value, digits) rows of the report.md table."""
-    comp, div, nov, cpx = (samples[k] for k in ("composition", "diversity", "novelty", "complexity"))
-
-    def both(section: dict[str, Any], key: str) -> tuple[Any, Any]:
-        return tuple(section.get(name, {}).get(key, "n/a") for name in ("samples", "data"))
-
-    return [
-        ("KL composition vs held-out data (nats)", comp["kl_samples_vs_data"], 0.0, 4),
-        (
-            "KL composition vs training unigram",
-            comp["kl_samples_vs_train_unigram"],
-            comp["kl_data_vs_train_unigram"],
-            4,
-        ),
-        (
-            "KL composition vs EvoDiff UniRef50",
-            comp["kl_samples_vs_evodiff_uniref50"],
-            comp["kl_data_vs_evodiff_uniref50"],
-            4,
-        ),
-        ("mean length", *both(samples["length"], "mean"), 1),
-        ("diversity: mean pairwise identity", *both(div, "mean_pairwise_identity"), 3),
-        ("novelty: mean highest identity to training (approx.)", *both(nov, "mean"), 3),
-        ("fraction with identity >= 0.9 to training", *both(nov, "fraction_at_least_0.9"), 3),
-        ("low-complexity fraction (SEG-like, approx.)", *both(cpx, "low_complexity_fraction"), 3),
-        ("mean longest homopolymer", *both(cpx, "max_homopolymer_mean"), 1),
-    ]
-
-
-def write_markdown(report: dict[str, Any], path: Path) -> None:
-    """A short human-readable report.md: the headline numbers, the plots, the definitions."""
-    val, smp = report["validation"], report["samples"]
-    base = val["baselines"]
-    lines = [
-        "# Evaluation report",
-        "",
-        f"Checkpoint `{report['checkpoint']}` (step {report['step']}, EMA weights: {report['uses_ema']}).",
-        "",
-        "## Likelihood bound on held-out sequences",
-        "",
-        f"Data: {val['data']}: {val['num_sequences']} sequences, {val['num_residues']} residues "
-        f"({val['num_windowed']} scored in windows of {val['max_length']}), {val['samples_per_sequence']} "
-        "t draws each.",
-        "",
-        "| | perplexity per residue |",
-        "| --- | --- |",
-        f"| model (upper bound) | {_fmt(val['ppl_bound'])} +- {_fmt(val['ppl_stderr'])} |",
-        f"| uniform over 20 amino acids | {_fmt(base['uniform_20_ppl'])} |",
-        f"| training unigram | {_fmt(base['train_unigram_ppl'])} |",
-        "",
-        f"The bound is an {BOUND_NOTE}.",
-        "",
-        "![perplexity](perplexity.png)",
-        "",
-        f"## Generated sequences ({smp['num_sequences']}, from {report['samples_source']})",
-        "",
-        "| metric | samples | held-out data |",
-        "| --- | --- | --- |",
-    ]
-    lines += [f"| {label} | {_fmt(a, d)} | {_fmt(b, d)} |" for label, a, b, d in _comparison_rows(smp)]
-    lines += [
-        "",
-        f"Novelty reference: {smp['novelty']['reference']}.",
-        "",
-        "![composition](composition.png)",
-        "",
-        "![lengths](lengths.png)",
-        "",
-        "![identity](identity.png)",
-        "",
-        "## Training",
-        "",
-    ]
-    training = report["training"]
-    if training["available"]:
-        lines += [
-            f"From `{training['metrics_file']}`: final loss {_fmt(training['final_loss'])}, final validation "
-            f"perplexity bound {_fmt(training['final_validation_ppl_bound'])}.",
-            "",
-            "![training curves](training_curves.png)",
-        ]
-    else:
-        lines.append(f"Not available: {training['reason']}.")
-    lines += ["", "## Definitions", ""]
-    lines += [f"- **{name}**: {text}" for name, text in report["definitions"].items()]
-    lines += ["", "No structure metric is reported: no structure predictor was run.", ""]
-    path.write_text("\n".join(lines))
+def _perplexity_references(validation: dict[str, Any]) -> dict[str, float]:
+    """The bars beside the model's bound: both baselines, and the bound on the shuffled sequences."""
+    references = {
+        "uniform 20": validation["baselines"]["uniform_20_ppl"],
+        "training unigram": validation["baselines"]["train_unigram_ppl"],
+    }
+    control = validation["shuffle_control"]
+    if control["computed"]:
+        references["shuffled (bound)"] = math.exp(control["shuffled_nll_per_residue"])
+    return references
 
 
 def _write_plots(
@@ -480,10 +395,7 @@ def _write_plots(
             out_dir / "perplexity.png",
             val["ppl_bound"],
             val["ppl_stderr"],
-            {
-                "uniform 20": val["baselines"]["uniform_20_ppl"],
-                "training unigram": val["baselines"]["train_unigram_ppl"],
-            },
+            _perplexity_references(val),
             f"held-out: {val['num_sequences']} sequences, {val['num_residues']} residues",
         ),
         plots.plot_composition(
@@ -536,9 +448,7 @@ def evaluate(loaded: LoadedModel, out_dir: str | Path, options: EvaluationOption
     reference_description, reference = training_reference(loaded, options)
     logger.info("scoring %d held-out sequences", len(records))
     validation = validation_section(loaded, data_description, records, options)
-    sample_metrics, plot_inputs = samples_section(
-        samples, data, reference_description, reference, loaded, options
-    )
+    sample_metrics, plot_inputs = samples_section(samples, data, reference_description, reference, loaded, options)
     report: dict[str, Any] = {
         "checkpoint": str(loaded.checkpoint),
         "step": loaded.step,
