@@ -294,10 +294,16 @@ def measure_training(
 
 # ----- sampling and scoring -------------------------------------------------------------------
 def measure_sampling(
-    trainer: Trainer, steps: int, length: int, batch: int, count: int, seed: int
+    trainer: Trainer, steps: int, length: int, batch: int, count: int, seed: int, compiled: bool
 ) -> dict[str, Any]:
-    """generate() ``count`` sequences of ``length`` residues; residues/s over the whole call."""
+    """generate() ``count`` sequences of ``length`` residues; residues/s over the whole call.
+
+    ``compiled``: the model goes through torch.compile; the compilation happens in the untimed
+    warm-up call and its time is reported separately.
+    """
     model = trainer.model.eval()
+    if compiled:
+        model = torch.compile(model)
     generator = torch.Generator(device=trainer.device)
 
     def run(num: int, num_steps: int) -> float:
@@ -319,9 +325,11 @@ def measure_sampling(
         synchronize(trainer.device)
         return time.perf_counter() - start
 
-    run(min(batch, count), 2)  # warm-up: allocator, kernels, autocast caches
+    warmup_seconds = run(min(batch, count), 2)  # warm-up: allocator, kernels, compilation
     seconds = run(count, steps)
     return {
+        "compiled": compiled,
+        "warmup_seconds": warmup_seconds,
         "steps": steps,
         "length": length,
         "batch": batch,
@@ -410,9 +418,11 @@ def format_report(result: dict[str, Any]) -> str:
     if "sampling" in result:
         s = result["sampling"]
         lines.append(
-            f"sampling ({s['sequences']} x {s['length']} residues, {s['steps']} steps, batch {s['batch']}):"
+            f"sampling ({s['sequences']} x {s['length']} residues, {s['steps']} steps, batch {s['batch']}, "
+            f"compiled {s['compiled']}):"
         )
         lines.append(_row("residues/s", f"{s['residues_per_s']:,.1f}"))
+        lines.append(_row("warm-up call incl. compilation (s)", f"{s['warmup_seconds']:.1f}"))
     if "scoring" in result and "residues_per_s" in result["scoring"]:
         s = result["scoring"]
         lines.append(f"scoring ({s['sequences']} sequences x {s['samples_per_sequence']} draws):")
@@ -451,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample-length", type=int, default=256)
     parser.add_argument("--sample-batch", type=int, default=8, help="rows generated at once")
     parser.add_argument("--sample-count", type=int, help="sequences generated (default: --sample-batch)")
+    parser.add_argument(
+        "--sample-compile", action="store_true", help="sample through torch.compile(model) (compiled in the warm-up)"
+    )
     parser.add_argument(
         "--score-sequences", type=int, default=64, help="validation sequences scored; 0 skips"
     )
@@ -543,7 +556,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             logger.info("sampling")
             count = args.sample_count or args.sample_batch
             result["sampling"] = measure_sampling(
-                trainer, args.sample_steps, args.sample_length, args.sample_batch, count, args.seed
+                trainer,
+                args.sample_steps,
+                args.sample_length,
+                args.sample_batch,
+                count,
+                args.seed,
+                args.sample_compile,
             )
             result["sampling"]["peak_rss_mb"] = peak_rss_mb()
         if args.score_sequences > 0:

@@ -64,6 +64,7 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
         (["training.compile=3"], "training.compile: expected bool"),
         (["noise.type=cosinus"], "noise.type"),
         (["model.num_heads=5"], "not divisible"),
+        (["model.gelu=none"], "model.gelu"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides: list[str], needle: str) -> None:

@@ -18,15 +18,19 @@ MASK = ALPHABET.mask_id
 PAD = ALPHABET.pad_id
 
 
-def small_config(dropout: float = 0.0) -> ModelConfig:
-    return ModelConfig(hidden_size=64, num_heads=4, num_blocks=2, cond_dim=32, max_length=64, dropout=dropout)
+def small_config(dropout: float = 0.0, gelu: str = "tanh") -> ModelConfig:
+    return ModelConfig(
+        hidden_size=64, num_heads=4, num_blocks=2, cond_dim=32, max_length=64, dropout=dropout, gelu=gelu
+    )
 
 
-def randomized_model(absorbing: bool = True, dropout: float = 0.0, seed: int = 0) -> SEDDTransformer:
+def randomized_model(
+    absorbing: bool = True, dropout: float = 0.0, seed: int = 0, gelu: str = "tanh"
+) -> SEDDTransformer:
     """A model whose zero-initialised (adaLN-Zero, output) weights are made random, so the output
     depends on the input, sigma and every block (a fresh model ignores all of them)."""
     torch.manual_seed(seed)
-    model = SEDDTransformer(small_config(dropout), N, absorbing=absorbing)
+    model = SEDDTransformer(small_config(dropout, gelu), N, absorbing=absorbing)
     with torch.no_grad():
         for param in model.parameters():
             if not param.any():
@@ -214,6 +218,24 @@ def test_bf16_autocast_returns_float32_close_to_fp32() -> None:
     scale = reference.abs().max()
     assert (out - reference).abs().max() < 0.05 * scale
     assert not torch.equal(out, reference)  # autocast really ran in bf16
+
+
+def test_gelu_variants_are_the_named_functions_and_nearly_equal() -> None:
+    """Guards model.gelu: "tanh" is GELU's tanh approximation, "erf" the exact GELU; with the same
+    weights the two models differ by far less than bf16 autocast changes either (they are
+    interchangeable in bf16 training, which is why the CPU configs may pick the cheaper erf)."""
+    x = torch.linspace(-6.0, 6.0, 1001)
+    for variant, approximate in (("tanh", "tanh"), ("erf", "none")):
+        activation = randomized_model(gelu=variant).blocks[0].mlp[1]
+        torch.testing.assert_close(activation(x), torch.nn.functional.gelu(x, approximate=approximate))
+    tanh_model, erf_model = randomized_model(gelu="tanh"), randomized_model(gelu="erf")
+    batch = Batch.from_sequences(random_sequences([16, 9]), pad_id=PAD)
+    sigma = torch.tensor([0.5, 2.0])
+    reference = run(tanh_model, batch, sigma)
+    variant_gap = (run(erf_model, batch, sigma) - reference).abs().max()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16_gap = (run(tanh_model, batch, sigma) - reference).abs().max()
+    assert 0 < variant_gap < 0.1 * bf16_gap
 
 
 def test_bad_input_shapes_raise() -> None:

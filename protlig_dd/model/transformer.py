@@ -136,7 +136,7 @@ class DDiTBlock(nn.Module):
         self.norm2 = LayerNormFP32(dim)
         self.mlp = nn.Sequential(
             nn.Linear(dim, cfg.mlp_ratio * dim),
-            nn.GELU(approximate="tanh"),
+            nn.GELU(approximate="tanh" if cfg.gelu == "tanh" else "none"),
             nn.Linear(cfg.mlp_ratio * dim, dim),
         )
         # shift/scale/gate for attention then MLP; zero-initialised (adaLN-Zero).
