@@ -16,7 +16,6 @@ from typing import Any
 
 import yaml
 
-
 # model.gelu: "tanh" is GELU's tanh approximation, "erf" the exact GELU.
 GELU_VARIANTS = ("tanh", "erf")
 

@@ -3,7 +3,7 @@
     python -m protlig_dd.evaluate --checkpoint RUN_OR_CKPT [--data heldout.fasta] [--samples samples.fasta]
         [--num-samples N] [--steps S] [--samples-per-seq K] [--max-data-sequences M] [--train-data PATH]
         [--no-shuffle-control] [--batch-size B] [--seed SEED] [--device auto|cpu|cuda|mps] [--precision P]
-        --out report_dir
+        [--compile] --out report_dir
 
 Without --data the held-out set is the embedded random UniRef50 validation sample (996 sequences).
 Without --samples, --num-samples sequences are generated first (report_dir/samples.fasta). The
@@ -20,8 +20,7 @@ import sys
 
 from protlig_dd.evaluation.report import EvaluationOptions, evaluate
 from protlig_dd.evaluation.shuffle_control import ShuffleControl
-from protlig_dd.inference import load_model
-from protlig_dd.model.precision import PRECISIONS
+from protlig_dd.inference import add_model_arguments, load_model_from_args
 from protlig_dd.training.checkpoint import CheckpointError
 
 
@@ -29,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m protlig_dd.evaluate", description="Evaluation report of a trained SEDD model"
     )
-    parser.add_argument("--checkpoint", required=True, help="run dir (latest checkpoint) or step folder")
+    add_model_arguments(parser)
     parser.add_argument("--data", help="held-out sequences (FASTA); default: the embedded validation sample")
     parser.add_argument("--samples", help="generated sequences (FASTA); default: generate --num-samples")
     parser.add_argument("--num-samples", type=int, default=64, help="sequences to generate without --samples")
@@ -44,8 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-data", help="novelty reference (default: the run's training source)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--out", required=True, help="report directory")
     return parser
 
@@ -66,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             train_data=args.train_data,
         )
-        loaded = load_model(args.checkpoint, device=args.device, precision=args.precision)
+        loaded = load_model_from_args(args)
         report = evaluate(loaded, args.out, options)
     except (CheckpointError, ValueError) as err:  # ValueError covers config, input file and residue errors
         print(f"error: {err}", file=sys.stderr)

@@ -11,6 +11,7 @@ inside, so nothing else is needed.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,12 @@ from protlig_dd.diffusion.graphs import Graph
 from protlig_dd.diffusion.noise import NoiseSchedule
 from protlig_dd.generation import GenerationResult, draw_lengths, generate
 from protlig_dd.model.ema import EMA
-from protlig_dd.model.precision import resolve_precision
+from protlig_dd.model.precision import PRECISIONS, resolve_precision
 from protlig_dd.model.transformer import SEDDTransformer
 from protlig_dd.training import checkpoint as ckpt
 from protlig_dd.training.builders import build_diffusion, build_model
 from protlig_dd.training.distributed import resolve_device
+from protlig_dd.training.parallel import compile_supported
 
 
 @dataclass
@@ -49,6 +51,12 @@ class LoadedModel:
     length_histogram: dict[str, list[int]]
     residue_frequencies: np.ndarray  # (N,) unigram frequencies of the training residues
     meta: dict[str, Any]
+    # What sampling and scoring call: ``model`` itself, or torch.compile(model) (load_model(compile=True)).
+    network: torch.nn.Module
+
+    @property
+    def compiled(self) -> bool:
+        return self.network is not self.model
 
     @property
     def device(self) -> torch.device:
@@ -85,7 +93,7 @@ class LoadedModel:
                 raise ValueError("sample: give lengths, num or templates")
             lengths = draw_lengths(self.length_histogram, num, self.max_length, generator)
         return generate(
-            self.model,
+            self.network,
             self.graph,
             self.noise,
             self.alphabet,
@@ -101,8 +109,20 @@ class LoadedModel:
         )
 
 
-def load_model(path: str | Path, device: str = "auto", precision: str = "auto", use_ema: bool = True) -> LoadedModel:
-    """Load a checkpoint folder (or a run dir's latest complete checkpoint) onto ``device``."""
+def load_model(
+    path: str | Path,
+    device: str = "auto",
+    precision: str = "auto",
+    use_ema: bool = True,
+    compile: bool = False,
+) -> LoadedModel:
+    """Load a checkpoint folder (or a run dir's latest complete checkpoint) onto ``device``.
+
+    ``compile``: sample and score through ``torch.compile(model)``. Inductor fuses the elementwise
+    work around the matmuls (1.2-1.8x faster sampling on a CPU); each new batch shape costs a
+    compilation (seconds to tens of seconds, cached on disk), so it pays on long jobs. Needs a
+    C++ compiler on CPU; not available on MPS (ValueError).
+    """
     folder = ckpt.resolve_checkpoint(path)
     meta = ckpt.read_meta(folder)
     config_path = folder / "config.yaml"
@@ -117,6 +137,8 @@ def load_model(path: str | Path, device: str = "auto", precision: str = "auto", 
     except (KeyError, RuntimeError, ValueError) as err:
         raise ckpt.CheckpointError(f"{folder / 'model.pt'}: does not fit the model of its config ({err})") from None
     model.to(torch_device).eval()
+    if compile and not compile_supported(torch_device):
+        raise ValueError(f"compile: torch.compile is not supported on {torch_device}; run without it")
     graph, noise = build_diffusion(cfg, alphabet)
     summary = meta.get("data_summary", {})
     return LoadedModel(
@@ -132,4 +154,22 @@ def load_model(path: str | Path, device: str = "auto", precision: str = "auto", 
         length_histogram=summary.get("length_histogram", {"lengths": [], "counts": []}),
         residue_frequencies=np.asarray(summary.get("residue_frequencies", []), dtype=np.float64),
         meta=meta,
+        network=torch.compile(model) if compile else model,
     )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The --checkpoint, --device, --precision and --compile options of the sample, score and evaluate CLIs."""
+    parser.add_argument("--checkpoint", required=True, help="run dir (latest checkpoint) or step folder")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the model through torch.compile: faster after a one-off compilation per batch shape",
+    )
+
+
+def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
+    """load_model with the options of ``add_model_arguments``."""
+    return load_model(args.checkpoint, device=args.device, precision=args.precision, compile=args.compile)

@@ -2,7 +2,8 @@
 
     python -m protlig_dd.sample --checkpoint RUN_OR_CKPT --num N [--length L | --lengths-from-data]
         [--steps S] [--predictor analytic|euler] [--template SEQ_WITH_GAPS | --prefix P --suffix S]
-        [--batch-size B] [--seed SEED] [--device auto|cpu|cuda|mps] [--precision P] --out samples.fasta
+        [--batch-size B] [--seed SEED] [--device auto|cpu|cuda|mps] [--precision P] [--compile]
+        --out samples.fasta
 
 Lengths: ``--length L`` for every sequence, or (the default) drawn from the training length
 histogram stored in the checkpoint. ``--template MKT___GGS`` keeps the given residues and generates
@@ -25,8 +26,7 @@ from tqdm import tqdm
 from protlig_dd.diffusion.samplers import PREDICTORS
 from protlig_dd.diffusion.templates import prefix_suffix_template, stack_templates, templates_from_strings
 from protlig_dd.generation import draw_lengths, generate
-from protlig_dd.inference import LoadedModel, load_model
-from protlig_dd.model.precision import PRECISIONS
+from protlig_dd.inference import LoadedModel, add_model_arguments, load_model_from_args
 from protlig_dd.training.checkpoint import CheckpointError
 from protlig_dd.training.periodic import write_fasta
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m protlig_dd.sample", description="Generate protein sequences with a trained SEDD model"
     )
-    parser.add_argument("--checkpoint", required=True, help="run dir (latest checkpoint) or step folder")
+    add_model_arguments(parser)
     parser.add_argument("--num", type=int, required=True, help="number of sequences to generate")
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument("--length", type=int, help="length of every sequence")
@@ -49,8 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--predictor", choices=PREDICTORS, help="default: the run's sampling.predictor")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences generated at once")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--out", required=True, help="output FASTA file")
     return parser
 
@@ -94,7 +92,7 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError(f"--num must be >= 1, got {args.num}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    loaded = load_model(args.checkpoint, device=args.device, precision=args.precision)
+    loaded = load_model_from_args(args)
     steps = args.steps if args.steps is not None else loaded.config.sampling.steps
     predictor = args.predictor or loaded.config.sampling.predictor
     generator = loaded.generator(args.seed)
@@ -104,7 +102,7 @@ def run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     with tqdm(total=args.num, unit="seq", desc="sampling", file=sys.stderr) as bar:
         result = generate(
-            loaded.model,
+            loaded.network,
             loaded.graph,
             loaded.noise,
             loaded.alphabet,
@@ -127,7 +125,8 @@ def run(args: argparse.Namespace) -> None:
     residues = sum(len(s) for s in result.sequences)
     print(
         f"wrote {len(result.sequences)} sequences ({residues} residues) to {out} in {elapsed:.1f} s: "
-        f"{residues / max(elapsed, 1e-9):.0f} residues/s ({loaded.checkpoint}, {predictor}, {steps} steps)"
+        f"{residues / max(elapsed, 1e-9):.0f} residues/s ({loaded.checkpoint}, {predictor}, {steps} steps"
+        f"{', compiled: the time includes compilation' if loaded.compiled else ''})"
     )
 
 

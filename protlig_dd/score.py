@@ -1,7 +1,8 @@
 """Command line: the likelihood bound of every sequence in a FASTA file, and of the whole file.
 
     python -m protlig_dd.score --checkpoint RUN_OR_CKPT --fasta in.fasta [--samples-per-seq K]
-        [--batch-size B] [--seed SEED] [--device auto|cpu|cuda|mps] [--precision P] --out scores.csv
+        [--batch-size B] [--seed SEED] [--device auto|cpu|cuda|mps] [--precision P] [--compile]
+        --out scores.csv
 
 scores.csv has one row per sequence: id, length, num_windows, nll (bound on -log p(x | length) in
 nats), nll_stderr, nll_per_residue, nll_per_residue_stderr, ppl_bound. Sequences longer than the
@@ -22,8 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from protlig_dd.inference import load_model
-from protlig_dd.model.precision import PRECISIONS
+from protlig_dd.inference import add_model_arguments, load_model_from_args
 from protlig_dd.scoring import encode_records, read_sequences, score_tokens, write_scores_csv
 from protlig_dd.training.checkpoint import CheckpointError
 
@@ -32,15 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m protlig_dd.score", description="Score sequences with the SEDD likelihood bound"
     )
-    parser.add_argument("--checkpoint", required=True, help="run dir (latest checkpoint) or step folder")
+    add_model_arguments(parser)
     parser.add_argument("--fasta", required=True, help="sequences to score (FASTA, optionally .gz)")
     parser.add_argument(
         "--samples-per-seq", type=int, default=8, help="Monte-Carlo draws of t per sequence (default 8)"
     )
     parser.add_argument("--batch-size", type=int, default=32, help="sequences (windows) per batch")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--out", required=True, help="output CSV")
     return parser
 
@@ -56,7 +54,7 @@ def run(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     records = read_sequences(args.fasta)
-    loaded = load_model(args.checkpoint, device=args.device, precision=args.precision)
+    loaded = load_model_from_args(args)
     tokens = encode_records(records, loaded.alphabet)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +78,7 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"scored {len(records)} sequences ({total_residues} residues, {report.num_windowed} in windows of "
         f"{report.max_length}) in {elapsed:.1f} s: {total_residues / max(elapsed, 1e-9):.0f} residues/s"
+        f"{' (compiled: the time includes compilation)' if loaded.compiled else ''}"
     )
     print(f"total: {report.total.describe()}; uniform over 20 amino acids: ppl 20")
     print(f"wrote {out} and {summary_path(out)}")

@@ -125,7 +125,7 @@ def _score_fn(loaded: LoadedModel, batch: Batch) -> Callable[[torch.Tensor, torc
 
     def score(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
         with autocast_context(loaded.precision, device):
-            return loaded.model(x_t, sigma_bar, segment_ids, positions)
+            return loaded.network(x_t, sigma_bar, segment_ids, positions)
 
     return score
 
