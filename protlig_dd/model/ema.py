@@ -32,8 +32,9 @@ class EMA:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
-        self.num_updates = 0
         named = list(model.named_parameters())
+        # Applied updates, counted on the parameters' device so that a masked update needs no sync.
+        self._num_updates = torch.zeros((), dtype=torch.int64, device=named[0][1].device if named else "cpu")
         self._names = [name for name, _ in named]
         self._params = [param for _, param in named]
         self.shadow: dict[str, torch.Tensor] = {name: param.detach().float().clone() for name, param in named}
@@ -43,17 +44,34 @@ class EMA:
         self._model_buffers = dict(model.named_buffers())
 
     @torch.no_grad()
-    def update(self) -> None:
-        """Fold the current parameters into the average; call after each optimizer step."""
+    def update(self, applied: torch.Tensor | None = None) -> None:
+        """Fold the current parameters into the average; call after each optimizer step.
+
+        ``applied``: a 0-d bool tensor on the parameters' device saying whether the optimizer step
+        was applied; when False the average and buffers stay as they are. It lets a skipped step be
+        decided on the device, without a host sync. ``num_updates`` counts applied updates only.
+        """
         shadows = [self.shadow[name] for name in self._names]
         # Params may be bf16 (or fp32, then .float() is the same tensor): average in fp32.
         params = [param.detach().float() for param in self._params]
-        if shadows:
+        if shadows and applied is None:
             # lerp: s + (1 - decay) * (p - s) == decay * s + (1 - decay) * p
             torch._foreach_lerp_(shadows, params, 1.0 - self.decay)
+        elif shadows:
+            # The same lerp with weight (1 - decay) * applied: weight 0 leaves the shadow unchanged.
+            weight = applied.float() * (1.0 - self.decay)
+            deltas = torch._foreach_sub(params, shadows)
+            torch._foreach_mul_(deltas, weight)
+            torch._foreach_add_(shadows, deltas)
         for name, buf in self._model_buffers.items():
-            self.buffers[name].copy_(buf)
-        self.num_updates += 1
+            target = self.buffers[name]
+            target.copy_(buf if applied is None else torch.where(applied, buf, target))
+        self._num_updates += 1 if applied is None else applied.long()
+
+    @property
+    def num_updates(self) -> int:
+        """How many updates were folded into the average (reading it syncs with the device)."""
+        return int(self._num_updates)
 
     def _check_names(self, model: nn.Module) -> None:
         names = {name for name, _ in model.named_parameters()}
@@ -135,4 +153,4 @@ class EMA:
                 own[name].copy_(tensor)
         if "decay" in state and float(state["decay"]) != self.decay:
             logger.info("EMA state saved with decay %s; continuing with decay %s", state["decay"], self.decay)
-        self.num_updates = int(state["num_updates"])
+        self._num_updates.fill_(int(state["num_updates"]))

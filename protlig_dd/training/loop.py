@@ -52,6 +52,7 @@ from protlig_dd.training.distributed import (
 )
 from protlig_dd.training.lr_schedule import lr_at
 from protlig_dd.training.metrics_log import MetricsLogger
+from protlig_dd.training.nonfinite import NonfiniteTracker
 from protlig_dd.training.parallel import (
     full_model_state,
     full_optimizer_state,
@@ -222,6 +223,12 @@ class Trainer:
         self.ema = EMA(self.model, cfg.training.ema_decay) if cfg.training.ema_decay > 0 else None
         self.optimizer = build_optimizer(cfg.optim, self.model, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=uses_scaler)
+        # Skipping a non-finite step on the device needs the fused AdamW (it takes found_inf);
+        # fp16 has the GradScaler's own skip, and FSDP's DTensor parameters keep the host check.
+        self.defers_finite_check = (
+            bool(self.optimizer.defaults.get("fused")) and not uses_scaler and self.parallel.strategy != "fsdp"
+        )
+        self.nonfinite = NonfiniteTracker(self.device)
         self.noise_generator = torch.Generator(device=self.device)
         self._validation_counts: np.ndarray | None = None  # residue counts of the validation split
         self._replica: torch.nn.Module | None = None  # unsharded copy for validation/sampling under FSDP
@@ -255,6 +262,7 @@ class Trainer:
         try:
             # Counters and data position first: a checkpoint of another format fails here, clearly.
             self.state.load_state_dict(meta["train_state"])
+            self.nonfinite.resume(self.state)
             self.stream.load_state_dict(meta["data"])
             # Full state dicts: the same files load under a single process, DDP or FSDP.
             load_full_model_state(self.model, model_state["model"])
@@ -281,6 +289,7 @@ class Trainer:
     # ----- checkpoints -------------------------------------------------------------------
     def save(self, metrics: dict[str, float] | None = None) -> Path | None:
         """Write a checkpoint of the current step (rank 0); every rank must call (FSDP gathers)."""
+        self._settle_nonfinite()  # the saved counters must be current
         if self.info.is_main or self.parallel.sharded:
             # Full, unsharded state on rank 0's CPU; under FSDP every rank takes part in the
             # gathers (and gets empty dicts). Without sharding the other ranks have nothing to add.
@@ -321,8 +330,9 @@ class Trainer:
     def train_step(self, micro_batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         """One optimizer update over ``micro_batches``; returns (loss sum, grad norm, real, total tokens).
 
-        The loss sum and grad norm stay on the device (no host sync here beyond the one
-        finite-check per step that decides whether the update is applied).
+        The loss sum and grad norm stay on the device. Whether the update is applied (finite loss
+        and gradient norm) is decided on the device when ``defers_finite_check`` (fused AdamW),
+        and read on the host only at the logging cadence; otherwise it costs one host sync here.
         """
         lr = lr_at(self.state.step, self.cfg.optim, self.cfg.training.max_steps)
         for group in self.optimizer.param_groups:
@@ -367,37 +377,45 @@ class Trainer:
         grad_norm = local_value(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True))
         if self.info.enabled:
             loss_sum = all_reduce_sum(loss_sum, self.info)
-        finite = bool(torch.isfinite(loss_sum) & torch.isfinite(grad_norm))
-        if finite or self.scaler.is_enabled():
-            # With fp16 the scaler itself skips steps whose gradients overflowed.
-            self.scaler.step(self.optimizer)
+        finite = torch.isfinite(loss_sum) & torch.isfinite(grad_norm)  # 0-d bool on the device
+        self.nonfinite.record(finite)
+        if self.defers_finite_check:
+            # The fused AdamW skips its update (and its step count) where found_inf is 1, and the
+            # EMA keeps its average: a skipped step is decided without a host sync.
+            self.optimizer.found_inf = (~finite).float()
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
+            if self.ema is not None:
+                self.ema.update(applied=finite)
+        else:
+            applied = bool(finite)  # host sync
+            if applied or self.scaler.is_enabled():
+                # With fp16 the scaler itself skips steps whose gradients overflowed.
+                self.scaler.step(self.optimizer)
+            if applied and self.ema is not None:
+                self.ema.update()
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        if finite:
-            if self.ema is not None:
-                self.ema.update()
-            self.state.consecutive_nonfinite = 0
-        else:
-            self.state.consecutive_nonfinite += 1
-            self.state.total_nonfinite += 1
-            logger.warning(
-                "step %d: non-finite loss or gradient (%d in a row, %d in total); update skipped",
-                self.state.step + 1,
-                self.state.consecutive_nonfinite,
-                self.state.total_nonfinite,
-            )
-            if self.state.consecutive_nonfinite >= self.cfg.training.max_consecutive_nonfinite:
-                raise TrainingError(
-                    f"{self.state.consecutive_nonfinite} non-finite losses in a row "
-                    f"at step {self.state.step + 1} "
-                    f"(training.max_consecutive_nonfinite={self.cfg.training.max_consecutive_nonfinite}); "
-                    "lower optim.lr, check the data, or use training.precision=fp32"
-                )
         self.state.step += 1
         self.state.micro_batches += len(micro_batches) * self.info.world_size
         self.state.tokens_seen += global_tokens
         total_tokens = sum(b.tokens.numel() for b in micro_batches) * self.info.world_size
+        if not self.defers_finite_check:
+            self._settle_nonfinite()  # the flag was read on the host anyway
         return loss_sum / max(global_tokens, 1), grad_norm, global_tokens, total_tokens
+
+    def _settle_nonfinite(self) -> None:
+        """Bring the non-finite counters to the host; stop the run after too many bad steps in a row."""
+        longest = self.nonfinite.settle(self.state, self.state.step)
+        limit = self.cfg.training.max_consecutive_nonfinite
+        if longest >= limit:
+            raise TrainingError(
+                f"{longest} non-finite losses in a row by step {self.state.step} "
+                f"(training.max_consecutive_nonfinite={limit}); "
+                "lower optim.lr, check the data, or use training.precision=fp32"
+            )
 
     # ----- periodic work -----------------------------------------------------------------
     def _periodic_view(self, on_every_rank: bool) -> Trainer | None:
@@ -507,6 +525,7 @@ class Trainer:
                 window_total += total
                 step = self.state.step
                 if step % cfg.training.log_every == 0 or step == cfg.training.max_steps:
+                    self._settle_nonfinite()
                     elapsed = max(time.perf_counter() - window_start, 1e-9)
                     row = {
                         "step": step,
