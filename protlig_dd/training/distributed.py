@@ -27,6 +27,9 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    # A gloo group over the same ranks for host-side numbers (token counts, the stop flag): summing
+    # them there involves no device, so it never waits for the GPU's queue. None alone.
+    host_group: dist.ProcessGroup | None = None
 
     @property
     def is_main(self) -> bool:
@@ -89,7 +92,10 @@ def init_distributed(cfg: DistributedConfig, requested_device: str) -> DistInfo:
                 backend,
                 cfg.timeout_minutes,
             )
-    return DistInfo(rank, world_size, local_rank, device)
+    host_group = None
+    if world_size > 1:
+        host_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(minutes=cfg.timeout_minutes))
+    return DistInfo(rank, world_size, local_rank, device, host_group)
 
 
 def shutdown_distributed() -> None:
@@ -102,6 +108,19 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def host_sum(values: list[float], info: DistInfo) -> list[float]:
+    """Sum host numbers over ranks through the gloo host group (alone: the values themselves).
+
+    Nothing touches the device, so unlike ``all_reduce_sum`` on a GPU tensor it never waits for
+    queued GPU work. float64 holds integers exactly up to 2**53.
+    """
+    if not info.enabled:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=info.host_group)
+    return tensor.tolist()
 
 
 def broadcast_object(obj: object, info: DistInfo) -> object:

@@ -47,6 +47,7 @@ from protlig_dd.training.distributed import (
     all_reduce_sum,
     barrier,
     broadcast_object,
+    host_sum,
     init_distributed,
     shutdown_distributed,
 )
@@ -340,8 +341,7 @@ class Trainer:
         local_tokens = sum(b.num_real_tokens for b in micro_batches)
         global_tokens = local_tokens
         if self.info.enabled:
-            counts = torch.tensor([float(local_tokens)], device=self.device)
-            global_tokens = int(all_reduce_sum(counts, self.info).item())
+            global_tokens = int(host_sum([float(local_tokens)], self.info)[0])  # host-side: no device sync
         loss_sum = torch.zeros((), device=self.device)
         train_model = self.parallel.module
         for i, batch in enumerate(micro_batches):
@@ -580,7 +580,7 @@ class Trainer:
     def _stop_requested(self) -> bool:
         flag = 1.0 if self.stop_flag.signum is not None else 0.0
         if self.info.enabled:
-            flag = float(all_reduce_sum(torch.tensor([flag], device=self.device), self.info).item())
+            flag = host_sum([flag], self.info)[0]  # host-side: no device sync
         if flag > 0 and self.stop_flag.signum is None:
             self.stop_flag.signum = signal.SIGTERM
         return flag > 0
