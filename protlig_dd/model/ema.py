@@ -58,11 +58,10 @@ class EMA:
             # lerp: s + (1 - decay) * (p - s) == decay * s + (1 - decay) * p
             torch._foreach_lerp_(shadows, params, 1.0 - self.decay)
         elif shadows:
-            # The same lerp with weight (1 - decay) * applied: weight 0 leaves the shadow unchanged.
+            # The same lerp with a device weight (1 - decay) * applied: 0 leaves the shadow as it is
+            # (params are finite: skipped steps never change them).
             weight = applied.float() * (1.0 - self.decay)
-            deltas = torch._foreach_sub(params, shadows)
-            torch._foreach_mul_(deltas, weight)
-            torch._foreach_add_(shadows, deltas)
+            torch._foreach_lerp_(shadows, params, [weight] * len(shadows))
         for name, buf in self._model_buffers.items():
             target = self.buffers[name]
             target.copy_(buf if applied is None else torch.where(applied, buf, target))
