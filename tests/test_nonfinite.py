@@ -1,5 +1,9 @@
 """Non-finite steps are skipped on the device (fused AdamW's found_inf, a masked EMA update) and
-counted there; the host reads the counters at the logging cadence, never once per step."""
+counted there; the host reads the counters at the logging cadence, never once per step.
+
+The trainer takes that path on GPUs only (on a CPU a host sync is free); the ``device_skip``
+fixture selects it on the CPU, so that it is checked here against the host path.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,21 @@ from protlig_dd.training.distributed import DistInfo
 from protlig_dd.training.loop import RunOptions, Trainer, TrainingError, train
 from protlig_dd.training.nonfinite import NonfiniteTracker
 from protlig_dd.training.train_state import TrainState
+
+
+@pytest.fixture
+def device_skip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Select the GPU path (skip non-finite steps on the device) whenever the optimizer is fused."""
+    monkeypatch.setattr(
+        loop, "skips_nonfinite_on_device", lambda optimizer, *_: bool(optimizer.defaults.get("fused"))
+    )
+
+
+def test_the_cpu_keeps_the_host_check(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    """Without the fixture a CPU run checks on the host: there the sync is free."""
+    cfg = load_config(TINY_CONFIG, tiny_overrides)
+    trainer = Trainer(cfg, RunOptions(work_dir=tmp_path, device="cpu"), DistInfo(0, 1, 0, torch.device("cpu")))
+    assert not trainer.defers_finite_check
 
 
 def _record(tracker: NonfiniteTracker, flags: str) -> None:
@@ -125,7 +144,7 @@ def _final(work_dir: Path) -> tuple[dict, dict]:
 
 
 def test_device_skip_matches_the_host_skip(
-    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch, device_skip: None
 ) -> None:
     """A NaN in step 3 (its first micro-batch) is skipped alike by the device path (fused AdamW,
     checked at the logging cadence) and the host path (foreach AdamW, checked every step): same
@@ -149,7 +168,7 @@ def test_device_skip_matches_the_host_skip(
 
 
 def test_deferred_streak_stops_the_run_at_the_logging_cadence(
-    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch, device_skip: None
 ) -> None:
     """Every loss NaN, max_consecutive_nonfinite=3, log_every=4: the device path finds the streak at
     step 4's settle and stops with TrainingError naming the streak and the limit."""
@@ -162,7 +181,7 @@ def test_deferred_streak_stops_the_run_at_the_logging_cadence(
 
 
 def test_train_step_does_not_sync_with_the_host(
-    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch, device_skip: None
 ) -> None:
     """With the fused optimizer a training step reads no tensor value on the host (no item, bool,
     float, int or tolist), so a GPU's queue never drains between steps. The batch's layout check

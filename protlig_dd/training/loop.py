@@ -190,6 +190,19 @@ def unigram_baseline_ppl(train_frequencies: np.ndarray, eval_counts: np.ndarray)
     return math.exp(cross_entropy)
 
 
+def skips_nonfinite_on_device(
+    optimizer: torch.optim.Optimizer, device: torch.device, uses_scaler: bool, strategy: str
+) -> bool:
+    """Whether a non-finite step is skipped on the device (no host sync) rather than on the host.
+
+    Only where a host sync costs something (CUDA, MPS; on the CPU it is free, and the device path's
+    extra small kernels are not), and only with the fused AdamW, which takes ``found_inf``. fp16 has
+    the GradScaler's own skip, and FSDP's DTensor parameters keep the host check.
+    """
+    fused = bool(optimizer.defaults.get("fused"))
+    return device.type != "cpu" and fused and not uses_scaler and strategy != "fsdp"
+
+
 class Trainer:
     """Holds the live objects of a run; ``run()`` executes the loop."""
 
@@ -224,10 +237,8 @@ class Trainer:
         self.ema = EMA(self.model, cfg.training.ema_decay) if cfg.training.ema_decay > 0 else None
         self.optimizer = build_optimizer(cfg.optim, self.model, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=uses_scaler)
-        # Skipping a non-finite step on the device needs the fused AdamW (it takes found_inf);
-        # fp16 has the GradScaler's own skip, and FSDP's DTensor parameters keep the host check.
-        self.defers_finite_check = (
-            bool(self.optimizer.defaults.get("fused")) and not uses_scaler and self.parallel.strategy != "fsdp"
+        self.defers_finite_check = skips_nonfinite_on_device(
+            self.optimizer, self.device, uses_scaler, self.parallel.strategy
         )
         self.nonfinite = NonfiniteTracker(self.device)
         self.noise_generator = torch.Generator(device=self.device)
@@ -332,8 +343,8 @@ class Trainer:
         """One optimizer update over ``micro_batches``; returns (loss sum, grad norm, real, total tokens).
 
         The loss sum and grad norm stay on the device. Whether the update is applied (finite loss
-        and gradient norm) is decided on the device when ``defers_finite_check`` (fused AdamW),
-        and read on the host only at the logging cadence; otherwise it costs one host sync here.
+        and gradient norm) is decided on the device when ``defers_finite_check`` (fused AdamW on a
+        GPU), and read on the host only at the logging cadence; otherwise it costs one host sync here.
         """
         lr = lr_at(self.state.step, self.cfg.optim, self.cfg.training.max_steps)
         for group in self.optimizer.param_groups:
