@@ -176,7 +176,7 @@ class TrainingConfig:
     ema_decay: float = 0.9999  # EMA of weights; 0 disables EMA
     seed: int = 42  # seeds model init, data order and noise
     log_every: int = 10  # optimizer steps between metric rows / progress updates
-    max_consecutive_nonfinite: int = 5  # stop after this many NaN/inf losses in a row (GPU: checked when logging)
+    max_consecutive_nonfinite: int = 5  # stop after this many NaN/inf losses in a row (CUDA: checked when logging)
 
     def __post_init__(self) -> None:
         _require(self.max_steps > 0, "training.max_steps must be > 0")

@@ -1,7 +1,7 @@
 """Non-finite steps are skipped on the device (fused AdamW's found_inf, a masked EMA update) and
 counted there; the host reads the counters at the logging cadence, never once per step.
 
-The trainer takes that path on GPUs only (on a CPU a host sync is free); the ``device_skip``
+The trainer takes that path on CUDA only (on a CPU a host sync is free); the ``device_skip``
 fixture selects it on the CPU, so that it is checked here against the host path.
 """
 
@@ -27,7 +27,7 @@ from protlig_dd.training.train_state import TrainState
 
 @pytest.fixture
 def device_skip(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Select the GPU path (skip non-finite steps on the device) whenever the optimizer is fused."""
+    """Select the CUDA path (skip non-finite steps on the device) whenever the optimizer is fused."""
     monkeypatch.setattr(
         loop, "skips_nonfinite_on_device", lambda optimizer, *_: bool(optimizer.defaults.get("fused"))
     )

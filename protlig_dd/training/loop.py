@@ -195,12 +195,13 @@ def skips_nonfinite_on_device(
 ) -> bool:
     """Whether a non-finite step is skipped on the device (no host sync) rather than on the host.
 
-    Only where a host sync costs something (CUDA, MPS; on the CPU it is free, and the device path's
-    extra small kernels are not), and only with the fused AdamW, which takes ``found_inf``. fp16 has
-    the GradScaler's own skip, and FSDP's DTensor parameters keep the host check.
+    Only on CUDA, where a host sync drains the GPU's queue (on the CPU it is free, and the device
+    path's extra small kernels are not; MPS keeps the host check until its fused kernel's
+    ``found_inf`` is verified there), and only with the fused AdamW, which takes ``found_inf``.
+    fp16 has the GradScaler's own skip, and FSDP's DTensor parameters keep the host check.
     """
     fused = bool(optimizer.defaults.get("fused"))
-    return device.type != "cpu" and fused and not uses_scaler and strategy != "fsdp"
+    return device.type == "cuda" and fused and not uses_scaler and strategy != "fsdp"
 
 
 class Trainer:
@@ -343,8 +344,8 @@ class Trainer:
         """One optimizer update over ``micro_batches``; returns (loss sum, grad norm, real, total tokens).
 
         The loss sum and grad norm stay on the device. Whether the update is applied (finite loss
-        and gradient norm) is decided on the device when ``defers_finite_check`` (fused AdamW on a
-        GPU), and read on the host only at the logging cadence; otherwise it costs one host sync here.
+        and gradient norm) is decided on the device when ``defers_finite_check`` (fused AdamW on
+        CUDA), and read on the host only at the logging cadence; otherwise it costs one host sync here.
         """
         lr = lr_at(self.state.step, self.cfg.optim, self.cfg.training.max_steps)
         for group in self.optimizer.param_groups:
