@@ -241,7 +241,8 @@ class Trainer:
         self.defers_finite_check = skips_nonfinite_on_device(
             self.optimizer, self.device, uses_scaler, self.parallel.strategy
         )
-        self.nonfinite = NonfiniteTracker(self.device)
+        # Counters live where the finite flag is read: the device, or the host after its one sync.
+        self.nonfinite = NonfiniteTracker(self.device if self.defers_finite_check else torch.device("cpu"))
         self.noise_generator = torch.Generator(device=self.device)
         self._validation_counts: np.ndarray | None = None  # residue counts of the validation split
         self._replica: torch.nn.Module | None = None  # unsharded copy for validation/sampling under FSDP
@@ -390,8 +391,8 @@ class Trainer:
         if self.info.enabled:
             loss_sum = all_reduce_sum(loss_sum, self.info)
         finite = torch.isfinite(loss_sum) & torch.isfinite(grad_norm)  # 0-d bool on the device
-        self.nonfinite.record(finite)
         if self.defers_finite_check:
+            self.nonfinite.record(finite)
             # The fused AdamW skips its update (and its step count) where found_inf is 1, and the
             # EMA keeps its average: a skipped step is decided without a host sync.
             self.optimizer.found_inf = (~finite).float()
@@ -402,7 +403,9 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update(applied=finite)
         else:
-            applied = bool(finite)  # host sync
+            finite = finite.cpu()  # the host sync of this path
+            self.nonfinite.record(finite)
+            applied = bool(finite)
             if applied or self.scaler.is_enabled():
                 # With fp16 the scaler itself skips steps whose gradients overflowed.
                 self.scaler.step(self.optimizer)
@@ -415,7 +418,7 @@ class Trainer:
         self.state.tokens_seen += global_tokens
         total_tokens = sum(b.tokens.numel() for b in micro_batches) * self.info.world_size
         if not self.defers_finite_check:
-            self._settle_nonfinite()  # the flag was read on the host anyway
+            self._settle_nonfinite()  # counters on the host: no further sync
         return loss_sum / max(global_tokens, 1), grad_norm, global_tokens, total_tokens
 
     def _settle_nonfinite(self) -> None:

@@ -22,7 +22,8 @@ _STREAK, _LONGEST, _SKIPPED = 0, 1, 2
 
 
 class NonfiniteTracker:
-    """Device-side counters: the current streak of non-finite steps (kept across settles, so a
+    """Counters on the device that holds the finite flags (the GPU, or the host when the trainer
+    reads each flag anyway): the current streak of non-finite steps (kept across settles, so a
     streak is counted from its start), the longest streak and the number of skipped steps since
     the last ``settle``."""
 
