@@ -129,6 +129,9 @@ def load_model(
     cfg = config_from_dict(yaml.safe_load(config_path.read_text()), str(config_path))
     alphabet = Alphabet.from_dict(meta["alphabet"])
     torch_device = resolve_device(device)
+    # Before reading the weights: a large checkpoint should not load only to be refused.
+    if compile and not compile_supported(torch_device):
+        raise ValueError(f"compile: torch.compile is not supported on {torch_device}; run without it")
     model = build_model(cfg, alphabet)
     state = ckpt.load_file(folder / "model.pt")
     has_ema = "ema" in state and use_ema
@@ -137,8 +140,6 @@ def load_model(
     except (KeyError, RuntimeError, ValueError) as err:
         raise ckpt.CheckpointError(f"{folder / 'model.pt'}: does not fit the model of its config ({err})") from None
     model.to(torch_device).eval()
-    if compile and not compile_supported(torch_device):
-        raise ValueError(f"compile: torch.compile is not supported on {torch_device}; run without it")
     graph, noise = build_diffusion(cfg, alphabet)
     summary = meta.get("data_summary", {})
     return LoadedModel(
