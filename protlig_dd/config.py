@@ -420,8 +420,3 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         data = apply_overrides(data, overrides)
         source = f"{source} (+ --set overrides)"
     return config_from_dict(data, source)
-
-
-def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (reloadable with ``load_config``)."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

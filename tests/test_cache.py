@@ -12,7 +12,8 @@ import pytest
 from protlig_dd.data import cache as cache_module
 from protlig_dd.data import readers
 from protlig_dd.data.alphabet import Alphabet
-from protlig_dd.data.cache import CacheError, PreparedCache, length_summary, prepare_cache, read_meta
+from protlig_dd.data.cache import CacheError, PreparedCache, prepare_cache, read_meta
+from protlig_dd.data.encoding import QUANTILES, length_summary
 from protlig_dd.data.readers import SourceError, SourceSpec
 from protlig_dd.data.sequence_set import SequenceSet
 
@@ -117,7 +118,7 @@ def test_length_summary_matches_numpy_nearest_rank():
     assert summary["min"] == lengths.min() and summary["max"] == lengths.max()
     assert summary["mean"] == pytest.approx(lengths.mean())
     assert summary["median"] == int(np.quantile(lengths, 0.5, method="inverted_cdf"))
-    for key, q in zip(summary["quantiles"], cache_module.QUANTILES, strict=True):
+    for key, q in zip(summary["quantiles"], QUANTILES, strict=True):
         assert summary["quantiles"][key] == int(np.quantile(lengths, q, method="inverted_cdf")), key
 
 

@@ -12,11 +12,13 @@ A flat token array was chosen over Arrow: one memmap serves any window of any se
 per-record objects, and the batchers need nothing else (the ``TokenStore`` protocol).
 
 Writing: records arrive in batches of a few MB; each batch is tokenized with one lookup-table
-indexing over the joined bytes and appended to buffered files, so memory stays flat however large
-the input. The cache is built in a hidden temporary sibling directory, fsynced, and renamed into
-place; a crash leaves only a ``.<name>.tmp-*`` directory that is never opened and is deleted by
-the next preparation. An existing cache is replaced only after its successor is complete. A lock
-file serialises concurrent preparations of the same directory (e.g. several torchrun ranks).
+indexing over the joined bytes (encoding.py) and appended to buffered files, so memory stays flat
+however large the input. The cache is built in a hidden temporary sibling directory, fsynced, and
+renamed into place (durable_io.atomic_folder); a crash leaves only a ``.<name>.tmp-*`` directory
+that is never opened and is deleted by the next preparation. An existing cache is replaced only
+after its successor is complete; a full disk (any OSError while writing) deletes the temporary
+directory and raises WriteFailedError, keeping the previous cache. A lock file serialises
+concurrent preparations of the same directory (e.g. several torchrun ranks).
 
 Reuse: the cache is reused when its fingerprint (source paths, sizes and mtimes, formats and
 columns, alphabet, unknown-residue policy, min_length, cache format version) matches; force=True
@@ -48,17 +50,16 @@ import numpy as np
 from tqdm import tqdm
 
 from protlig_dd.data.alphabet import Alphabet
-from protlig_dd.data.readers import RecordBatch, SourceError, SourceSpec, iter_batches
+from protlig_dd.data.encoding import Encoder, Stats, length_summary
+from protlig_dd.data.readers import SourceError, SourceSpec, iter_batches
 from protlig_dd.data.splits import hash_ids
-from protlig_dd.durable_io import fsync_dir
+from protlig_dd.durable_io import atomic_folder, write_file
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "protlig_dd.prepared_cache"
 CACHE_FORMAT_VERSION = 1
 UNKNOWN_POLICIES = ("error", "map_to_x", "drop")
-QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-_INVALID = 255
 _FILES = {  # name -> numpy dtype of the flat file
     "tokens": np.uint8,
     "offsets": np.dtype("<i8"),
@@ -216,108 +217,6 @@ def fingerprint(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-# --------------------------------------------------------------------------------- tokenizing
-
-
-def lookup_table(alphabet: Alphabet) -> np.ndarray:
-    """(256,) uint8 byte -> token id (upper and lower case), 255 for bytes outside the alphabet."""
-    table = np.full(256, _INVALID, dtype=np.uint8)
-    for token_id, letter in enumerate(alphabet.residues):
-        table[ord(letter)] = token_id
-        table[ord(letter.lower())] = token_id
-    return table
-
-
-def _describe_byte(value: int) -> str:
-    return repr(chr(value)) if value < 128 else f"non-ASCII byte 0x{value:02x}"
-
-
-class _Stats:
-    """Running counts of one preparation."""
-
-    def __init__(self, num_residues: int) -> None:
-        self.read = 0
-        self.kept = 0
-        self.too_short = 0
-        self.unknown = 0
-        self.mapped_to_x: dict[str, int] = {}
-        self.residues = 0
-        self.residue_counts = np.zeros(num_residues, dtype=np.int64)
-        self.length_counts = np.zeros(1, dtype=np.int64)  # index = length
-
-    def add_lengths(self, lengths: np.ndarray) -> None:
-        counts = np.bincount(lengths)
-        if len(counts) > len(self.length_counts):
-            counts[: len(self.length_counts)] += self.length_counts
-            self.length_counts = counts
-        else:
-            self.length_counts[: len(counts)] += counts
-
-
-class _Encoder:
-    """Tokenizes a RecordBatch at once and applies the unknown-residue and min-length policies."""
-
-    def __init__(self, alphabet: Alphabet, unknown_residues: str, min_length: int, stats: _Stats) -> None:
-        if unknown_residues == "map_to_x" and "X" not in alphabet.residues:
-            raise ValueError(f"unknown_residues=map_to_x needs an X in the alphabet {alphabet.residues!r}")
-        self.table = lookup_table(alphabet)
-        self.residues = alphabet.residues
-        self.policy = unknown_residues
-        self.min_length = min_length
-        self.stats = stats
-
-    def __call__(self, batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
-        """Kept tokens (flat uint8), kept lengths (int64) and kept ids of ``batch``."""
-        lengths = np.fromiter(map(len, batch.sequences), dtype=np.int64, count=len(batch))  # (b,)
-        raw = np.frombuffer(b"".join(batch.sequences), dtype=np.uint8)  # (residues,)
-        tokens = self.table[raw]  # (residues,) one LUT lookup for the whole batch
-        keep = lengths >= self.min_length  # (b,)
-        too_short = ~keep
-        bad = np.flatnonzero(tokens == _INVALID)
-        if bad.size:
-            keep &= self._unknown(batch, lengths, raw, tokens, bad)
-        self.stats.read += len(batch)
-        self.stats.unknown += int((~keep & ~too_short).sum())
-        self.stats.too_short += int((too_short).sum())
-        if not keep.all():
-            tokens = tokens[np.repeat(keep, lengths)]
-            lengths = lengths[keep]
-            ids = [rid for rid, k in zip(batch.ids, keep.tolist(), strict=True) if k]
-        else:
-            ids = batch.ids
-        return tokens, lengths, ids
-
-    def _unknown(
-        self, batch: RecordBatch, lengths: np.ndarray, raw: np.ndarray, tokens: np.ndarray, bad: np.ndarray
-    ) -> np.ndarray:
-        """Apply the policy to bytes outside the alphabet (rare); returns the (b,) keep mask."""
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # (b,)
-        owner = np.searchsorted(starts, bad, side="right") - 1  # (k,) sequence of each bad byte
-        values = raw[bad]
-        folded = values | 0x20  # lowercase for the ASCII letter test
-        is_letter = (folded >= ord("a")) & (folded <= ord("z"))
-        keep = np.ones(len(lengths), dtype=bool)
-        if not is_letter.all() or self.policy == "error":
-            k = int(np.flatnonzero(~is_letter)[0]) if not is_letter.all() else 0
-            seq = int(owner[k])
-            kind = "is not a residue letter" if not is_letter[k] else "is not in the alphabet"
-            raise SourceError(
-                f"{batch.location(seq)}: character {_describe_byte(int(values[k]))} at position "
-                f"{int(bad[k] - starts[seq]) + 1} of {batch.ids[seq].decode('utf-8', 'replace')!r} {kind} "
-                f"{self.residues!r} (unknown_residues={self.policy})"
-            )
-        if self.policy == "map_to_x":
-            tokens[bad] = self.residues.index("X")
-            kept_bad = (lengths >= self.min_length)[owner]
-            letters, counts = np.unique(values[kept_bad] & 0xDF, return_counts=True)  # uppercase
-            for letter, count in zip(letters.tolist(), counts.tolist(), strict=True):
-                key = chr(letter)
-                self.stats.mapped_to_x[key] = self.stats.mapped_to_x.get(key, 0) + int(count)
-        else:  # drop
-            keep[np.unique(owner)] = False
-        return keep
-
-
 # ------------------------------------------------------------------------------------- writing
 
 
@@ -346,40 +245,26 @@ class _Writer:
         self.num_id_bytes = int(id_ends[-1])
 
     def close(self, sync: bool) -> None:
+        """Close every file, with ``sync`` after flushing and fsyncing it (the first error is raised).
+
+        Without ``sync`` (a failed build, whose folder is deleted) errors of the unwritten buffers
+        are not raised: the error that stopped the build is the one to report.
+        """
+        error: OSError | None = None
         for handle in self.files.values():
-            if sync and not handle.closed:
-                handle.flush()
-                os.fsync(handle.fileno())
-            handle.close()
-
-
-
-
-def length_summary(length_counts: np.ndarray) -> dict[str, Any]:
-    """min/median/mean/max and nearest-rank quantiles from a histogram indexed by length."""
-    counts = np.asarray(length_counts, dtype=np.int64)
-    total = int(counts.sum())
-    if total == 0:
-        return {"count": 0}
-    values = np.flatnonzero(counts)
-    cumulative = np.cumsum(counts[values])
-
-    def quantile(q: float) -> int:
-        rank = max(1, int(np.ceil(q * total)))  # nearest rank, 1-based
-        return int(values[np.searchsorted(cumulative, rank)])
-
-    return {
-        "count": total,
-        "min": int(values[0]),
-        "median": quantile(0.5),
-        "mean": float((values * counts[values]).sum() / total),
-        "max": int(values[-1]),
-        "quantiles": {f"p{round(q * 100)}": quantile(q) for q in QUANTILES},
-    }
+            try:
+                if sync and error is None:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                handle.close()  # closes the file even when its flush fails
+            except OSError as err:
+                error = error or err
+        if sync and error is not None:
+            raise error
 
 
 def _build(
-    directory: Path, specs: Sequence[SourceSpec], encoder: _Encoder, stats: _Stats, progress: bool
+    directory: Path, specs: Sequence[SourceSpec], encoder: Encoder, stats: Stats, progress: bool
 ) -> dict[str, Any]:
     """Write all kept sequences of ``specs`` into ``directory``; returns the meta without fingerprint."""
     writer = _Writer(directory)
@@ -482,35 +367,14 @@ def prepare_cache(
             if existing is not None and existing.get("fingerprint") == digest and not force:
                 logger.info("reusing prepared cache %s", out)
                 return PreparedCache.open(out)
-        stats = _Stats(alphabet.num_residues)
-        encoder = _Encoder(alphabet, unknown_residues, min_length, stats)
+        stats = Stats(alphabet.num_residues)
+        encoder = Encoder(alphabet, unknown_residues, min_length, stats)
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-        tmp.mkdir()
-        try:
+        intact = f"the previous cache {out} is intact" if out.exists() else f"there was no cache at {out}"
+        with atomic_folder(out, tmp, what="prepared cache", intact=intact):
             meta = _build(tmp, specs, encoder, stats, progress)
             meta["fingerprint"] = digest
             meta["fingerprint_inputs"] = inputs
-            meta_file = tmp / "meta.json"
-            with open(meta_file, "w") as handle:
-                json.dump(meta, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            fsync_dir(tmp)
-            _swap_in(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_file(tmp / "meta.json", lambda handle: handle.write(json.dumps(meta, indent=1).encode()))
     logger.info("prepared %d sequences (%d residues) into %s", stats.kept, stats.residues, out)
     return PreparedCache.open(out)
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the complete ``tmp`` to ``out``; an existing ``out`` is moved aside first, then deleted."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-        os.rename(out, old)
-    os.rename(tmp, out)
-    fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old)

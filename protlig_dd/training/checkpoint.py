@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from protlig_dd.durable_io import fsync_dir
+from protlig_dd.durable_io import atomic_folder, write_file
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +100,6 @@ def remove_incomplete(work_dir: Path) -> list[Path]:
 
 
 
-def _write_file(path: Path, write) -> None:
-    with open(path, "wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def save_checkpoint(
     work_dir: Path,
     step: int,
@@ -119,29 +112,20 @@ def save_checkpoint(
 
     ``model_state`` goes to model.pt, ``train_state`` to train_state.pt (both must be tensors and
     plain data), ``meta`` (JSON-serialisable) to meta.json. An existing folder for the same step
-    is replaced only after the new one is complete.
+    (e.g. SIGTERM right after a periodic save) is replaced only after the new one is complete.
+    An OSError (disk full) raises WriteFailedError naming the folder; the temporary one is deleted.
     """
     root = checkpoint_root(work_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
+    previous = latest_checkpoint(work_dir)
+    intact = f"the previous checkpoint {previous.path} is intact" if previous else "there was no earlier checkpoint"
     tmp = root / f"{_TMP_PREFIX}{step_dir_name(step)}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    _write_file(tmp / "model.pt", lambda h: torch.save(model_state, h))
-    _write_file(tmp / "train_state.pt", lambda h: torch.save(train_state, h))
-    _write_file(tmp / "meta.json", lambda h: h.write(json.dumps({"step": step, **meta}, indent=1).encode()))
-    _write_file(tmp / "config.yaml", lambda h: h.write(config_yaml.encode()))
-    fsync_dir(tmp)
-    if final.exists():
-        # Same step saved twice (e.g. SIGTERM right after a periodic save): swap in the new one.
-        old = root / f"{_TMP_PREFIX}old-{step_dir_name(step)}-{os.getpid()}"
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(final)
-    fsync_dir(root)
+    with atomic_folder(final, tmp, what="checkpoint", intact=intact):
+        write_file(tmp / "model.pt", lambda h: torch.save(model_state, h))
+        write_file(tmp / "train_state.pt", lambda h: torch.save(train_state, h))
+        write_file(tmp / "meta.json", lambda h: h.write(json.dumps({"step": step, **meta}, indent=1).encode()))
+        write_file(tmp / "config.yaml", lambda h: h.write(config_yaml.encode()))
     return final
 
 

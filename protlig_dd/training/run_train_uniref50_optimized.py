@@ -6,7 +6,8 @@
 
 Without --fresh/--resume it resumes the latest complete checkpoint in DIR, or starts fresh when
 there is none. --fresh never deletes: an earlier run in DIR is moved to DIR/archived_runs/.
-Exit codes: 0 done, 1 training failed, 2 bad config/arguments/checkpoint, 130/143 interrupted by
+Exit codes: 0 done, 1 training failed or a checkpoint/data cache could not be written (disk full:
+the previous one is kept), 2 bad config/arguments/checkpoint/data, 130/143 interrupted by
 SIGINT/SIGTERM after saving a checkpoint (resume by running the same command again).
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from protlig_dd.config import Config, ConfigError, load_config
 from protlig_dd.data.alphabet import UnknownResidueError
+from protlig_dd.durable_io import WriteFailedError
 from protlig_dd.training.checkpoint import CheckpointError, resolve_checkpoint
 from protlig_dd.training.loop import RunOptions, TrainingError, TrainingInterrupted, train
 from protlig_dd.training.run_dir import RunLockedError
@@ -121,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TrainingError as err:
         logger.error("training failed: %s", err)
+        return 1
+    except WriteFailedError as err:
+        logger.error("%s", err)
         return 1
     except ValueError as err:
         logger.error("%s", err)
