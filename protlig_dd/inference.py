@@ -27,12 +27,11 @@ from protlig_dd.diffusion.graphs import Graph
 from protlig_dd.diffusion.noise import NoiseSchedule
 from protlig_dd.generation import GenerationResult, draw_lengths, generate
 from protlig_dd.model.ema import EMA
-from protlig_dd.model.precision import PRECISIONS, resolve_precision
+from protlig_dd.model.precision import PRECISIONS, compile_supported, resolve_precision
 from protlig_dd.model.transformer import SEDDTransformer
 from protlig_dd.training import checkpoint as ckpt
 from protlig_dd.training.builders import build_diffusion, build_model
 from protlig_dd.training.distributed import resolve_device
-from protlig_dd.training.parallel import compile_supported
 
 
 @dataclass

@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from protlig_dd.data.fasta_writer import write_fasta
 from protlig_dd.diffusion.samplers import PREDICTORS
 from protlig_dd.diffusion.templates import prefix_suffix_template, stack_templates, templates_from_strings
 from protlig_dd.generation import draw_lengths, generate
 from protlig_dd.inference import LoadedModel, add_model_arguments, load_model_from_args
 from protlig_dd.training.checkpoint import CheckpointError
-from protlig_dd.training.periodic import write_fasta
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,20 +28,19 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from protlig_dd.data.alphabet import Alphabet
-from protlig_dd.data.batch import Batch
 from protlig_dd.data.loader import eval_batches
 from protlig_dd.data.readers import Record, SourceSpec, iter_records
 from protlig_dd.data.sequence_set import InMemoryTokenStore, SequenceSet
-from protlig_dd.diffusion.likelihood import BOUND_NOTE, BoundSummary, likelihood_bound
+from protlig_dd.diffusion.likelihood import BOUND_NOTE, BoundSummary, summarize_bounds, use_antithetic
 from protlig_dd.inference import LoadedModel
-from protlig_dd.model.precision import autocast_context
+from protlig_dd.model.score_function import bound_batch
 
 CSV_COLUMNS = (
     "id",
@@ -111,25 +110,6 @@ def encode_records(records: Sequence[Record], alphabet: Alphabet) -> list[np.nda
     return [alphabet.encode(r.sequence, name=f"{r.id} ({r.location})") for r in records]
 
 
-def use_antithetic(samples_per_sequence: int) -> bool:
-    """Antithetic t pairs when there are at least two pairs (a standard error needs two units)."""
-    return samples_per_sequence % 2 == 0 and samples_per_sequence >= 4
-
-
-def _score_fn(loaded: LoadedModel, batch: Batch) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The model as a score function over ``batch``'s layout (masks only when there is padding)."""
-    needs_mask = batch.has_padding_or_packing()
-    segment_ids = batch.segment_ids if needs_mask else None
-    positions = batch.positions if needs_mask else None
-    device = loaded.device
-
-    def score(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
-        with autocast_context(loaded.precision, device):
-            return loaded.network(x_t, sigma_bar, segment_ids, positions)
-
-    return score
-
-
 def score_tokens(
     loaded: LoadedModel,
     tokens: Sequence[np.ndarray],
@@ -154,25 +134,26 @@ def score_tokens(
         raise ValueError(f"score_tokens: empty sequence {empty[0]!r}")
     alphabet, max_length = loaded.alphabet, loaded.max_length
     sequences = SequenceSet.whole(InMemoryTokenStore.from_arrays(list(tokens), list(ids)))
-    antithetic = use_antithetic(samples_per_sequence)
     generator = torch.Generator(device=loaded.device)
     generator.manual_seed(seed)
     count = len(sequences)
     bound = np.zeros(count, dtype=np.float64)  # (n,) summed over windows
     variance = np.zeros(count, dtype=np.float64)  # (n,) summed over windows (windows are independent)
     windows = np.zeros(count, dtype=np.int64)
+    parts = []
     batches = eval_batches(sequences, max_length=max_length, batch_size=batch_size, pad_id=alphabet.pad_id)
     for batch, rows in batches:
-        batch = batch.to(loaded.device)
-        result = likelihood_bound(
-            _score_fn(loaded, batch),
+        result = bound_batch(
+            loaded.network,
             loaded.graph,
             loaded.noise,
             batch,
             samples_per_sequence,
+            loaded.precision,
+            loaded.device,
             generator=generator,
-            antithetic=antithetic,
         )
+        parts.append(result)
         # Unpacked batches: one sequence (window) per row, so result row r is rows[r].
         owner = np.array([rows[r][0] for r in result.row.tolist()], dtype=np.int64)
         np.add.at(bound, owner, result.bound.cpu().numpy())
@@ -195,22 +176,13 @@ def score_tokens(
         )
         for k in range(count)
     ]
-    num_residues = int(lengths.sum())
-    nll = float(bound.sum()) / num_residues
-    nll_stderr = math.sqrt(float(variance.sum())) / num_residues
-    total = BoundSummary(
-        nll_per_residue=nll,
-        nll_stderr=nll_stderr,
-        ppl_bound=math.exp(nll),
-        ppl_stderr=math.exp(nll) * nll_stderr,
-        num_sequences=count,
-        num_residues=num_residues,
-    )
+    # The summary counts windows as sequences; the report counts the sequences given.
+    total = replace(summarize_bounds(parts), num_sequences=count)
     return ScoreReport(
         scores=scores,
         total=total,
         samples_per_sequence=samples_per_sequence,
-        antithetic=antithetic,
+        antithetic=use_antithetic(samples_per_sequence),
         seed=seed,
         max_length=max_length,
         num_windowed=int((windows > 1).sum()),

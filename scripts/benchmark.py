@@ -60,9 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from protlig_dd.config import Config, ConfigError, load_config  # noqa: E402
 from protlig_dd.data.batch import Batch  # noqa: E402
 from protlig_dd.data.loader import eval_batches  # noqa: E402
-from protlig_dd.diffusion.likelihood import likelihood_bound  # noqa: E402
 from protlig_dd.generation import generate  # noqa: E402
-from protlig_dd.model.score_function import batch_layout, make_score_fn  # noqa: E402
+from protlig_dd.model.score_function import bound_batch  # noqa: E402
 from protlig_dd.training.distributed import DistInfo, resolve_device  # noqa: E402
 from protlig_dd.training.loop import RunOptions, Trainer  # noqa: E402
 
@@ -350,7 +349,6 @@ def measure_scoring(trainer: Trainer, num_sequences: int, seed: int) -> dict[str
     generator = torch.Generator(device=trainer.device)
     generator.manual_seed(seed)
     samples = cfg.eval.samples_per_sequence
-    antithetic = samples % 2 == 0
     residues = 0
     start = time.perf_counter()
     for batch, _ in eval_batches(
@@ -360,17 +358,8 @@ def measure_scoring(trainer: Trainer, num_sequences: int, seed: int) -> dict[str
         pad_id=trainer.alphabet.pad_id,
         limit=num_sequences,
     ):
-        segment_ids, positions = batch_layout(batch)
-        batch = batch.to(trainer.device)
-        score = make_score_fn(
-            model,
-            None if segment_ids is None else batch.segment_ids,
-            None if positions is None else batch.positions,
-            trainer.precision,
-            trainer.device,
-        )
-        likelihood_bound(
-            score, trainer.graph, trainer.noise, batch, samples, generator, antithetic=antithetic
+        bound_batch(
+            model, trainer.graph, trainer.noise, batch, samples, trainer.precision, trainer.device, generator
         )
         residues += batch.num_real_tokens
     synchronize(trainer.device)

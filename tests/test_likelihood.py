@@ -156,7 +156,8 @@ def test_pads_do_not_change_the_bound() -> None:
 
 
 def test_summary_is_residue_weighted() -> None:
-    """nll_per_residue = sum of bounds / residues, ppl = exp of it, stderrs combine as independent sums."""
+    """nll_per_residue = sum of bounds / residues, ppl = exp of it, stderrs of independent rows combine
+    as independent sums."""
     p = random_factorised(8, seed=10)
     args = (absorbing_oracle(p), Absorbing(N), LogLinear(1e-3))
     gen = torch.Generator().manual_seed(11)
@@ -171,8 +172,8 @@ def test_summary_is_residue_weighted() -> None:
     assert summary.num_sequences == 3 and summary.num_residues == 16
     assert math.isclose(summary.nll_per_residue, float(bounds.sum()) / 16, rel_tol=1e-12)
     assert math.isclose(summary.ppl_bound, math.exp(summary.nll_per_residue), rel_tol=1e-12)
-    # Per batch: the pair-mean totals over its sequences are the independent units; batches add variances.
-    variance = sum(float(q.samples.reshape(len(q.bound), -1, 2).mean(-1).sum(0).var()) / 4 for q in parts)
+    # One sequence per row: rows are independent, so the per-sequence variances of the pair means add.
+    variance = sum(float(q.samples.reshape(len(q.bound), -1, 2).mean(-1).var(dim=1).sum()) / 4 for q in parts)
     assert math.isclose(summary.nll_stderr, math.sqrt(variance) / 16, rel_tol=1e-9)
     assert math.isclose(summary.ppl_stderr, summary.ppl_bound * summary.nll_stderr, rel_tol=1e-12)
     assert "O(eps) prior and reconstruction terms" in summary.describe()

@@ -48,15 +48,6 @@ class Batch:
         """(B, L) bool, True at real residues (not padding)."""
         return self.segment_ids > 0
 
-    def attention_mask(self) -> torch.Tensor:
-        """(B, 1, L, L) bool for SDPA: query i may attend key j iff both share a segment.
-
-        Padding (segment 0) attends only to padding, so no query row is all-False (SDPA would
-        return NaN there) and real positions never see a pad.
-        """
-        seg = self.segment_ids
-        return seg[:, None, :, None] == seg[:, None, None, :]
-
     def has_padding_or_packing(self) -> bool:
         """True unless every row is one sequence filling the whole row (then no mask is needed).
 
@@ -79,14 +70,6 @@ class Batch:
             self.positions.pin_memory(),
             num_real_tokens=self.num_real_tokens,
         )
-
-    def segment_lengths(self) -> list[list[int]]:
-        """Lengths of the sequences in each row (host-side, for statistics and tests)."""
-        out = []
-        for row in self.segment_ids.cpu().numpy():
-            ids, counts = np.unique(row[row > 0], return_counts=True)
-            out.append([int(c) for _, c in sorted(zip(ids, counts, strict=True))])
-        return out
 
     @classmethod
     def from_sequences(

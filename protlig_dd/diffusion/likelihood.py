@@ -151,29 +151,69 @@ def _standard_error(units: torch.Tensor) -> torch.Tensor:
     return units.std(dim=-1, correction=1) / math.sqrt(num_units)
 
 
-def summarize_bounds(bounds: SequenceBounds | Sequence[SequenceBounds]) -> BoundSummary:
-    """Residue-weighted bound over all sequences: nll_per_residue, ppl_bound and standard errors.
+def use_antithetic(num_samples: int) -> bool:
+    """The antithetic rule: pairs (u, 1 - u) when ``num_samples`` is even and at least 4.
 
-    Each ``SequenceBounds`` is one batch: its per-unit totals over all its sequences are independent
-    units (sequences packed in a row share t, so they are not independent of each other), and
-    separate batches are independent, so their variances add.
+    A standard error needs two independent units; with antithetic pairs a unit is a pair, so two
+    draws would give one unit and no standard error: below 4 the draws stay plain.
     """
-    parts = [bounds] if isinstance(bounds, SequenceBounds) else list(bounds)
-    if not parts:
-        raise ValueError("summarize_bounds: no sequence bounds given")
-    bound = torch.cat([p.bound.double().cpu() for p in parts])
-    num_residues = int(sum(int(p.num_residues.sum()) for p in parts))
-    if num_residues == 0:
+    return num_samples % 2 == 0 and num_samples >= 4
+
+
+# Columns of ``bound_totals``: additive over batches (and ranks), turned into a summary at the end.
+_BOUND, _RESIDUES, _VARIANCE, _SEQUENCES = range(4)
+
+
+def bound_totals(bounds: SequenceBounds) -> torch.Tensor:
+    """(4,) float64 on the bounds' device: sum of bounds, residues, Monte-Carlo variance of the sum,
+    number of sequences. Totals of separate batches add (they are independent), so they can be
+    summed over batches and all-reduced over ranks before ``summary_from_totals``.
+
+    The variance adds up over rows: each row draws its own t and masks, so rows are independent,
+    while sequences packed in one row share t and are not. A row's units are therefore the totals
+    over its sequences; with one sequence per row this is the sum of the per-sequence variances
+    (nan with a single unit).
+    """
+    units = bounds.units()  # (S, U)
+    num_rows = int(bounds.row.max()) + 1 if bounds.row.numel() else 0
+    per_row = torch.zeros(num_rows, units.shape[-1], dtype=units.dtype, device=units.device)
+    per_row.index_add_(0, bounds.row, units)  # (rows, U) unit totals of each row
+    variance = (_standard_error(per_row) ** 2).sum()
+    return torch.stack(
+        [
+            bounds.bound.double().sum(),
+            bounds.num_residues.sum().double(),
+            variance.double(),
+            torch.tensor(float(bounds.bound.numel()), dtype=torch.float64, device=bounds.bound.device),
+        ]
+    )
+
+
+def summary_from_totals(totals: torch.Tensor) -> BoundSummary:
+    """The residue-weighted summary of summed ``bound_totals`` (one host read)."""
+    bound, residues, variance, count = (float(v) for v in totals.cpu())
+    if residues <= 0:
         raise ValueError("summarize_bounds: the sequences hold no residues")
-    total_variance = sum(float(_standard_error(p.units().sum(dim=0))) ** 2 for p in parts)
-    nll = float(bound.sum()) / num_residues
-    nll_stderr = math.sqrt(total_variance) / num_residues
+    nll = bound / residues
+    nll_stderr = math.sqrt(variance) / residues
     ppl = math.exp(nll)
     return BoundSummary(
         nll_per_residue=nll,
         nll_stderr=nll_stderr,
         ppl_bound=ppl,
         ppl_stderr=ppl * nll_stderr,
-        num_sequences=int(bound.numel()),
-        num_residues=num_residues,
+        num_sequences=int(count),
+        num_residues=int(residues),
     )
+
+
+def summarize_bounds(bounds: SequenceBounds | Sequence[SequenceBounds]) -> BoundSummary:
+    """Residue-weighted bound over all sequences: nll_per_residue, ppl_bound and standard errors.
+
+    Rows (and batches) are independent, so their variances add; sequences packed in one row share
+    t, so a row's estimate is taken as a whole (see ``bound_totals``).
+    """
+    parts = [bounds] if isinstance(bounds, SequenceBounds) else list(bounds)
+    if not parts:
+        raise ValueError("summarize_bounds: no sequence bounds given")
+    return summary_from_totals(sum(bound_totals(p).cpu() for p in parts))

@@ -160,32 +160,6 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p[support] * np.log(p[support] / q[support])))
 
 
-def cross_entropy_perplexity(sequences: Sequence[str], frequencies: np.ndarray, residues: str) -> float:
-    """exp of the mean -log q(residue) of ``sequences`` under unigram ``frequencies`` over ``residues``.
-
-    The unigram baseline of a held-out set: how well the training composition alone predicts it.
-    A letter with frequency 0 makes the perplexity inf.
-    """
-    q = np.asarray(frequencies, dtype=np.float64)
-    index = np.full(256, -1, dtype=np.int64)
-    for i, letter in enumerate(residues):
-        index[ord(letter)] = i
-    total_log, count = 0.0, 0
-    for sequence in sequences:
-        ids = index[np.frombuffer(sequence.upper().encode("ascii"), dtype=np.uint8)]
-        if (ids < 0).any():
-            bad = sequence[int(np.flatnonzero(ids < 0)[0])]
-            raise ValueError(f"cross_entropy_perplexity: letter {bad!r} is not in {residues!r}")
-        probs = q[ids]
-        if (probs <= 0).any():
-            return math.inf
-        total_log += float(np.log(probs).sum())
-        count += len(ids)
-    if count == 0:
-        raise ValueError("cross_entropy_perplexity: no residues")
-    return math.exp(-total_log / count)
-
-
 # ------------------------------------------------------------------------------------ alignment
 
 

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from protlig_dd.data.alphabet import STANDARD_AMINO_ACIDS
 from protlig_dd.data.cache import read_meta as read_cache_meta
+from protlig_dd.data.fasta_writer import write_fasta
 from protlig_dd.data.pipeline import (
     EMBEDDED_COMPOSITION_REFERENCE,
     EMBEDDED_TRAIN_FASTA,
@@ -43,13 +44,13 @@ from protlig_dd.data.pipeline import (
     source_spec,
 )
 from protlig_dd.data.readers import Record, SourceError, SourceSpec, iter_records
+from protlig_dd.data.unigram import unigram_perplexity
 from protlig_dd.diffusion.likelihood import BOUND_NOTE
 from protlig_dd.evaluation import metrics, plots
 from protlig_dd.evaluation.report_markdown import write_markdown
 from protlig_dd.evaluation.shuffle_control import SHUFFLE_CONTROL_NOTE, shuffle_control
 from protlig_dd.inference import LoadedModel
 from protlig_dd.scoring import encode_records, read_sequences, score_tokens
-from protlig_dd.training.periodic import write_fasta
 
 logger = logging.getLogger(__name__)
 
@@ -174,13 +175,13 @@ def generate_samples(loaded: LoadedModel, options: EvaluationOptions, path: Path
     return result.sequences
 
 
-def _smoothed_train_frequencies(loaded: LoadedModel) -> np.ndarray:
-    """Training residue frequencies with add-one smoothing (every letter gets at least one count)."""
+def _unigram_baseline(loaded: LoadedModel, tokens: list[np.ndarray]) -> float:
+    """The training-unigram perplexity of the held-out residues (data.unigram: add-one smoothed)."""
     summary = loaded.meta.get("data_summary", {})
     if "train_residues" not in summary or len(loaded.residue_frequencies) != loaded.alphabet.num_residues:
         raise ValueError(f"{loaded.checkpoint}/meta.json: data_summary lacks the training residue statistics")
-    counts = loaded.residue_frequencies * float(summary["train_residues"])
-    return (counts + 1.0) / (counts.sum() + len(counts))
+    counts = np.bincount(np.concatenate(tokens), minlength=loaded.alphabet.num_residues)
+    return unigram_perplexity(loaded.residue_frequencies, summary["train_residues"], counts)
 
 
 # ----------------------------------------------------------------------------------------- sections
@@ -210,15 +211,10 @@ def validation_section(
                 "computed": True,
                 **shuffle_control(loaded, tokens, ids, on_batch=bar.update, real=report, **settings).as_dict(),
             }
-    frequencies = _smoothed_train_frequencies(loaded)
-    sequences = [r.sequence for r in records]
     return {
         "data": description,
         **report.summary_dict(),
-        "baselines": {
-            "uniform_20_ppl": 20.0,
-            "train_unigram_ppl": metrics.cross_entropy_perplexity(sequences, frequencies, loaded.alphabet.residues),
-        },
+        "baselines": {"uniform_20_ppl": 20.0, "train_unigram_ppl": _unigram_baseline(loaded, tokens)},
         "shuffle_control": control,
     }
 

@@ -132,6 +132,11 @@ def autocast_context(precision: str, device: torch.device | str) -> AbstractCont
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def compile_supported(device: torch.device | str) -> bool:
+    """torch.compile needs a working inductor backend: CUDA or CPU (with a C++ compiler), not MPS."""
+    return _as_device(device).type in ("cuda", "cpu")
+
+
 def needs_grad_scaler(precision: str, device: torch.device | str) -> bool:
     """True for fp16 on CUDA: float16 gradients underflow without loss scaling (bf16 does not need it)."""
     _check_precision(precision, ("fp32", "bf16", "fp16"))

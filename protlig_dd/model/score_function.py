@@ -1,19 +1,20 @@
-"""Bind a model and a batch layout into the ScoreFn the diffusion math calls.
+"""The one path from a batch to its likelihood bound: bind the model to the batch layout (a ScoreFn),
+then estimate the bound.
 
 Diffusion code sees ``score_fn(x_t, sigma_bar) -> log_score``; the segment ids and positions of
-the batch, and the autocast precision, are bound here once per batch.
+the batch, and the autocast precision, are bound here once per batch. The training loop, periodic
+validation, scoring, generation and the benchmark all build their score function here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from protlig_dd.data.batch import Batch
+from protlig_dd.diffusion.graphs import Graph, ScoreFn
+from protlig_dd.diffusion.likelihood import SequenceBounds, likelihood_bound, use_antithetic
+from protlig_dd.diffusion.noise import NoiseSchedule
 from protlig_dd.model.precision import autocast_context
-
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def batch_layout(batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -34,10 +35,43 @@ def make_score_fn(
     precision: str,
     device: torch.device,
 ) -> ScoreFn:
-    """The model as a ScoreFn over a fixed layout, run under the autocast of ``precision``."""
+    """The model as a ScoreFn over a fixed layout (``batch_layout``), run under the autocast of ``precision``."""
 
     def score(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
         with autocast_context(precision, device):
             return model(x_t, sigma_bar, segment_ids, positions)
 
     return score
+
+
+def bind_batch(
+    model: torch.nn.Module, batch: Batch, precision: str, device: torch.device, non_blocking: bool = False
+) -> tuple[Batch, ScoreFn]:
+    """Move a host-side ``batch`` to ``device`` and bind ``model`` to its layout.
+
+    Returns (the batch on the device, its score function). The layout is decided on the host-side
+    batch, so it costs no device sync; the model gets the moved segment ids and positions.
+    """
+    segment_ids, _ = batch_layout(batch)
+    moved = batch.to(device, non_blocking=non_blocking)
+    if segment_ids is None:
+        return moved, make_score_fn(model, None, None, precision, device)
+    return moved, make_score_fn(model, moved.segment_ids, moved.positions, precision, device)
+
+
+def bound_batch(
+    model: torch.nn.Module,
+    graph: Graph,
+    noise: NoiseSchedule,
+    batch: Batch,
+    num_samples: int,
+    precision: str,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> SequenceBounds:
+    """The likelihood bound of every sequence of a host-side ``batch`` with ``num_samples`` draws,
+    antithetic by the one rule (``use_antithetic``). Validation, scoring and the benchmark call this."""
+    moved, score = bind_batch(model, batch, precision, device)
+    return likelihood_bound(
+        score, graph, noise, moved, num_samples, generator=generator, antithetic=use_antithetic(num_samples)
+    )

@@ -34,6 +34,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from protlig_dd.config import Config, ConfigError
+from protlig_dd.model.precision import compile_supported
 from protlig_dd.training.distributed import DistInfo
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,6 @@ logger = logging.getLogger(__name__)
 _GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
 # Load: every rank passes the full tensors; FSDP keeps its own shard of each.
 _SCATTER = StateDictOptions(full_state_dict=True)
-
-
-def compile_supported(device: torch.device) -> bool:
-    """torch.compile needs a working inductor backend: CUDA or CPU (with a C++ compiler), not MPS."""
-    return device.type in ("cuda", "cpu")
 
 
 @dataclass

@@ -5,15 +5,16 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import Counter
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from protlig_dd.data.fasta_writer import write_fasta
 from protlig_dd.data.loader import eval_batches
 from protlig_dd.data.sequence_set import SequenceSet
 from protlig_dd.diffusion.likelihood import likelihood_bound
+from protlig_dd.evaluation.metrics import max_homopolymer
 from protlig_dd.generation import draw_lengths, generate
 from protlig_dd.model.score_function import make_score_fn
 from protlig_dd.training.distributed import all_reduce_sum
@@ -98,16 +99,6 @@ def validate(trainer: Trainer, sequences: SequenceSet) -> dict[str, float]:
     }
 
 
-def _max_homopolymer(sequence: str) -> int:
-    best = run = 0
-    previous = ""
-    for letter in sequence:
-        run = run + 1 if letter == previous else 1
-        previous = letter
-        best = max(best, run)
-    return best
-
-
 def sequence_statistics(sequences: list[str], reference_frequencies: np.ndarray, residues: str) -> dict[str, float]:
     """Simple statistics of generated sequences: length, composition KL to the data, repeats."""
     counts = Counter("".join(sequences))
@@ -122,20 +113,9 @@ def sequence_statistics(sequences: list[str], reference_frequencies: np.ndarray,
     return {
         "sample_mean_length": float(np.mean([len(s) for s in sequences])) if sequences else 0.0,
         "sample_composition_kl": kl,
-        "sample_max_homopolymer": float(max((_max_homopolymer(s) for s in sequences), default=0)),
+        "sample_max_homopolymer": float(max((max_homopolymer(s) for s in sequences), default=0)),
         "sample_distinct_fraction": len(set(sequences)) / max(len(sequences), 1),
     }
-
-
-def write_fasta(path: Path, sequences: list[str], headers: list[str]) -> None:
-    """Write sequences as FASTA (60 residues per line), atomically."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as handle:
-        for header, sequence in zip(headers, sequences, strict=True):
-            handle.write(f">{header}\n")
-            for start in range(0, len(sequence), 60):
-                handle.write(sequence[start : start + 60] + "\n")
-    tmp.replace(path)
 
 
 def sample_during_training(trainer: Trainer) -> dict[str, float]:
