@@ -17,10 +17,12 @@ from dataclasses import dataclass
 import torch
 
 from protlig_dd.data.alphabet import Alphabet
-from protlig_dd.diffusion.graphs import Graph
+from protlig_dd.diffusion.cached_score import CachedCleanScore
+from protlig_dd.diffusion.graphs import Graph, ScoreFn
 from protlig_dd.diffusion.noise import NoiseSchedule
 from protlig_dd.diffusion.samplers import sample
 from protlig_dd.diffusion.templates import template_batch, templates_from_lengths
+from protlig_dd.model.precision import autocast_context
 from protlig_dd.model.score_function import batch_layout, make_score_fn
 
 
@@ -30,6 +32,11 @@ class GenerationResult:
 
     tokens: torch.Tensor
     sequences: list[str]
+    network_passes: torch.Tensor  # (B,) int64 network evaluations each row needed
+
+    def mean_passes(self) -> float:
+        """Network passes per row, averaged over the rows."""
+        return float(self.network_passes.double().mean()) if self.network_passes.numel() else 0.0
 
 
 def draw_lengths(
@@ -76,12 +83,14 @@ def generate(
     precision: str = "fp32",
     batch_size: int = 64,
     on_chunk: Callable[[int], None] | None = None,
+    cache: bool = True,
 ) -> GenerationResult:
     """Sample sequences for ``lengths`` (all generated) or ``templates`` ((B, L) from diffusion.templates).
 
     The model must be in eval mode; its device is used. Rows are processed ``batch_size`` at a
     time, longest first; ``on_chunk(num_rows)`` is called after each chunk (progress bars). Row b of
-    the result always belongs to lengths[b] / templates[b].
+    the result always belongs to lengths[b] / templates[b]. A time-agnostic model reuses a row's
+    network output while the row does not change (``cache``; same output either way).
     """
     if (lengths is None) == (templates is None):
         raise ValueError("generate: give exactly one of lengths or templates")
@@ -100,13 +109,18 @@ def generate(
     # Longest rows first (stable, so equal lengths keep their order): chunks of similar widths.
     order = torch.sort(row_lengths, descending=True, stable=True).indices
     tokens = torch.full(templates.shape, alphabet.pad_id, dtype=torch.int64)
+    passes = torch.zeros(templates.shape[0], dtype=torch.int64)
     for start in range(0, templates.shape[0], batch_size):
         rows = order[start : start + batch_size]
         # Trim the padding columns shared by the whole chunk: exact, PAD is never attended to.
         width = int(row_lengths[rows].max())
         layout = template_batch(templates[rows, :width], alphabet.pad_id)
         segment_ids, positions = batch_layout(layout)
-        score = make_score_fn(model, _to(segment_ids, device), _to(positions, device), precision, device)
+        segment_ids, positions = _to(segment_ids, device), _to(positions, device)
+        if getattr(model, "time_conditioning", True):
+            score = counted = _CountedScore(make_score_fn(model, segment_ids, positions, precision, device), len(rows))
+        else:
+            score = counted = _cached_score(model, segment_ids, positions, precision, device, graph, cache)
         chunk = sample(
             score,
             graph,
@@ -118,6 +132,46 @@ def generate(
             generator=generator,
         )
         tokens[rows, :width] = chunk.cpu()
+        if counted.passes is not None:
+            passes[rows] = counted.passes.cpu()
         if on_chunk is not None:
             on_chunk(len(rows))
-    return GenerationResult(tokens=tokens, sequences=alphabet.decode_batch(tokens.tolist()))
+    return GenerationResult(tokens=tokens, sequences=alphabet.decode_batch(tokens.tolist()), network_passes=passes)
+
+
+class _CountedScore:
+    """A plain score function that counts its calls (every call is one pass over every row)."""
+
+    def __init__(self, score: ScoreFn, num_rows: int) -> None:
+        self.score = score
+        self.num_rows = num_rows
+        self.passes: torch.Tensor | None = None
+
+    def __call__(self, x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
+        if self.passes is None:
+            self.passes = torch.zeros(self.num_rows, dtype=torch.int64)
+        self.passes += 1
+        return self.score(x_t, sigma_bar)
+
+
+def _cached_score(
+    model: torch.nn.Module,
+    segment_ids: torch.Tensor | None,
+    positions: torch.Tensor | None,
+    precision: str,
+    device: torch.device,
+    graph: Graph,
+    use_cache: bool,
+) -> CachedCleanScore:
+    """The caching score function of a time-agnostic model over one chunk's layout."""
+
+    def clean(x_rows: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        seg = None if segment_ids is None else segment_ids[rows]
+        pos = None if positions is None else positions[rows]
+        with autocast_context(precision, device):
+            return model.clean_log_probs(x_rows, seg, pos)
+
+    def to_score(log_p: torch.Tensor, x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
+        return model.log_score_from_clean(log_p, x_t, sigma_bar, segment_ids)
+
+    return CachedCleanScore(clean, to_score, mask_id=graph.num_residues, use_cache=use_cache)

@@ -80,7 +80,7 @@ def test_float32_times_stay_float32() -> None:
 @pytest.mark.parametrize("kind", ["loglinear", "geometric", "cosine"])
 def test_build_noise_from_config(kind: str) -> None:
     """build_noise maps each NoiseConfig.type to its schedule and carries eps."""
-    noise = build_noise(NoiseConfig(type=kind, eps=2e-3))
+    noise = build_noise(NoiseConfig(type=kind, eps=5e-4))
     assert isinstance(noise, NoiseSchedule)
     assert type(noise).__name__.lower() == kind
-    assert noise.eps == 2e-3
+    assert noise.eps == 5e-4

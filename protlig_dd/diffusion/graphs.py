@@ -22,11 +22,12 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from protlig_dd.config import GraphConfig
+from protlig_dd.numerics import log_expm1
 
 # score_fn(x_t (B, L) int64 with PAD at padding, sigma_bar (B,) float32) -> log_score (B, L, graph.dim).
 # The model applies scale_by_sigma and sets log_score[b, i, x_t[b, i]] = 0, so this is s_hat of
@@ -44,11 +45,6 @@ def _per_position(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tens
     return value.reshape(tuple(value.shape) + (1,) * (like.dim() - value.dim()))
 
 
-def log_expm1(sigma: torch.Tensor) -> torch.Tensor:
-    """log(exp(sigma) - 1) for sigma > 0, stable for tiny sigma (expm1) and huge sigma (no overflow)."""
-    return sigma + torch.log(-torch.expm1(-sigma))
-
-
 def _stay_or_move(log_move: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
     """Log-probabilities of "move to y with probability c_y, else stay at x_t" (stay clamped at 0).
 
@@ -60,6 +56,32 @@ def _stay_or_move(log_move: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
     move_mass = torch.logsumexp(log_move, dim=-1, keepdim=True).exp().clamp(max=1.0)  # (B, L, 1)
     log_stay = torch.log1p(-move_mass)  # (B, L, 1), -inf when move_mass == 1
     return torch.where(here, log_stay, log_move)
+
+
+def score_from_clean_log_probs(
+    log_p_clean: torch.Tensor, x_t: torch.Tensor, sigma_bar: torch.Tensor | float, num_residues: int
+) -> torch.Tensor:
+    """Absorbing-graph log-scores (B, L, N+1) from clean-data log-probabilities (B, L, N).
+
+    For the absorbing graph the concrete score at a MASK position factorises (RADD, Ou et al. 2024;
+    MDLM): s(MASK -> y) = p_t(y) / p_t(MASK) = p(x0 = y | unmasked) / (exp(sigma_bar) - 1), so
+    log s_hat[y] = log p(y | unmasked) - log(exp(sigma_bar) - 1) for every residue y, and the current
+    state's entry (MASK, or the residue at an unmasked position) is 0 by convention. ``log_p_clean``
+    must be normalised over the N residues; then the score entropy at a MASK position is
+    -log p(x0) / (exp(sigma_bar) - 1): MDLM's weighted cross-entropy. ``sigma_bar`` is per row (B,).
+    """
+    if log_p_clean.shape[-1] != num_residues:
+        raise ValueError(
+            f"score_from_clean_log_probs: expected {num_residues} residue log-probabilities, "
+            f"got {log_p_clean.shape[-1]}"
+        )
+    sigma = _per_position(sigma_bar, x_t)  # (B, 1) or scalar
+    shift = log_expm1(sigma).unsqueeze(-1) if sigma.dim() else log_expm1(sigma)  # (B, 1, 1) or scalar
+    mask_column = torch.zeros_like(log_p_clean[..., :1], dtype=torch.float32)
+    log_score = torch.cat((log_p_clean.float() - shift, mask_column), dim=-1)  # (B, L, N + 1)
+    # The current state's entry is 0 (MASK's column already is; ids beyond MASK, i.e. PAD, too).
+    index = torch.where(x_t < num_residues, x_t, torch.full_like(x_t, num_residues)).unsqueeze(-1)
+    return log_score.scatter(-1, index, torch.zeros_like(index, dtype=log_score.dtype))
 
 
 class Graph(ABC):
@@ -191,7 +213,11 @@ class Absorbing(Graph):
 
         l = sum_{y != MASK} exp(s_hat[y]) - r s_hat[x0] + K(r); l = 0 at every other position.
         """
-        log_score = log_score.float()
+        is_mask = x_t == self.mask_id  # (B, L)
+        # Only MASK positions count. Zero the others *before* exp: a large log-score at an unmasked
+        # position would overflow exp, and torch.where afterwards keeps the loss finite but not its
+        # gradient (inf * 0 = NaN in the backward of exp).
+        log_score = log_score.float().masked_fill(~is_mask.unsqueeze(-1), 0.0)
         log_esm1 = log_expm1(_per_position(sigma_bar, x_t))  # (B, 1)
         r = torch.exp(-log_esm1)
         const = r * (-log_esm1 - 1.0)  # K(r) with log r = -log_esm1, finite even where r underflows
@@ -199,7 +225,13 @@ class Absorbing(Graph):
         at_x0 = log_score.gather(-1, safe_x0.unsqueeze(-1)).squeeze(-1)  # (B, L)
         positive = log_score[..., : self.num_residues].exp().sum(dim=-1)  # (B, L)
         entropy = positive - r * at_x0 + const
-        return torch.where(x_t == self.mask_id, entropy, torch.zeros_like(entropy))
+        return torch.where(is_mask, entropy, torch.zeros_like(entropy))
+
+    def score_from_clean(
+        self, log_p_clean: torch.Tensor, x_t: torch.Tensor, sigma_bar: torch.Tensor | float
+    ) -> torch.Tensor:
+        """Log-scores of a time-agnostic model: see ``score_from_clean_log_probs``."""
+        return score_from_clean_log_probs(log_p_clean, x_t, sigma_bar, self.num_residues)
 
     def analytic_log_probs(
         self, log_score: torch.Tensor, x_t: torch.Tensor, delta: torch.Tensor | float
@@ -298,7 +330,13 @@ class Uniform(Graph):
         return torch.log((staggered * transition).clamp_min(0.0)).float()
 
 
-def build_graph(cfg: GraphConfig, num_residues: int) -> Graph:
+class GraphSpec(Protocol):
+    """What ``build_graph`` reads (``config.GraphConfig`` has it)."""
+
+    type: str
+
+
+def build_graph(cfg: GraphSpec, num_residues: int) -> Graph:
     """The graph named by ``cfg.type`` over ``num_residues`` residue states."""
     if cfg.type == "absorbing":
         return Absorbing(num_residues)

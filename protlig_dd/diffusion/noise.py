@@ -13,13 +13,24 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import Protocol
 
 import torch
 
-from protlig_dd.config import NoiseConfig
-
-# Samplers start from the fully corrupted state: the corruption probability at t = 1 must reach this.
+# Samplers start from the fully corrupted state: the corruption probability at t = 1 must reach this
+# (less a rounding allowance: the log-linear schedule with eps = 1e-3 corrupts exactly 0.999).
 MIN_FINAL_CORRUPTION = 0.999
+_ROUNDING = 1e-9
+NOISE_TYPES = ("loglinear", "geometric", "cosine")
+
+
+class NoiseSpec(Protocol):
+    """What ``build_noise`` reads (``config.NoiseConfig`` has these fields)."""
+
+    type: str
+    eps: float
+    sigma_min: float
+    sigma_max: float
 
 
 def _as_float_tensor(t: torch.Tensor | float) -> torch.Tensor:
@@ -49,17 +60,22 @@ class NoiseSchedule(ABC):
         """1 - exp(-sigma_bar(t)): the chance that a token has been masked/resampled by time t."""
         return -torch.expm1(-self.total(t))
 
-    def _check_final_corruption(self, name: str) -> None:
+    def _check_final_corruption(self, name: str, fix: str) -> None:
+        """Every schedule calls this from its constructor: t = 1 must corrupt (almost) everything."""
         final = float(self.corruption_probability(1.0))
-        if final < MIN_FINAL_CORRUPTION:
+        if final < MIN_FINAL_CORRUPTION - _ROUNDING:
             raise ValueError(
                 f"{name} schedule corrupts only {final:.4f} of tokens at t=1 (< {MIN_FINAL_CORRUPTION}); "
-                "samplers start from the fully corrupted state"
+                f"samplers start from the fully corrupted state: {fix}"
             )
 
 
 class LogLinear(NoiseSchedule):
     """sigma_bar = -log(1 - (1-eps) t): the mask probability (1-eps) t is linear in t (SEDD default)."""
+
+    def __init__(self, eps: float) -> None:
+        super().__init__(eps)
+        self._check_final_corruption("loglinear", f"use noise.eps <= {1 - MIN_FINAL_CORRUPTION:g}")
 
     def total(self, t: torch.Tensor | float) -> torch.Tensor:
         t = _as_float_tensor(t)
@@ -79,7 +95,7 @@ class Geometric(NoiseSchedule):
             raise ValueError(f"geometric noise needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
-        self._check_final_corruption("geometric")
+        self._check_final_corruption("geometric", "use noise.sigma_max >= 7")
 
     def total(self, t: torch.Tensor | float) -> torch.Tensor:
         t = _as_float_tensor(t)
@@ -95,6 +111,10 @@ class Cosine(NoiseSchedule):
     sigma_bar = -log(1 - (1-eps)(1 - cos(pi t / 2))).
     """
 
+    def __init__(self, eps: float) -> None:
+        super().__init__(eps)
+        self._check_final_corruption("cosine", f"use noise.eps <= {1 - MIN_FINAL_CORRUPTION:g}")
+
     def total(self, t: torch.Tensor | float) -> torch.Tensor:
         t = _as_float_tensor(t)
         return -torch.log1p(-(1.0 - self.eps) * (1.0 - torch.cos(0.5 * math.pi * t)))
@@ -105,7 +125,7 @@ class Cosine(NoiseSchedule):
         return (1.0 - self.eps) * 0.5 * math.pi * torch.sin(0.5 * math.pi * t) / (1.0 - masked)
 
 
-def build_noise(cfg: NoiseConfig) -> NoiseSchedule:
+def build_noise(cfg: NoiseSpec) -> NoiseSchedule:
     """The schedule named by ``cfg.type`` (loglinear, geometric or cosine)."""
     if cfg.type == "loglinear":
         return LogLinear(cfg.eps)
@@ -113,4 +133,4 @@ def build_noise(cfg: NoiseConfig) -> NoiseSchedule:
         return Geometric(cfg.sigma_min, cfg.sigma_max, cfg.eps)
     if cfg.type == "cosine":
         return Cosine(cfg.eps)
-    raise ValueError(f"noise.type must be loglinear, geometric or cosine, got {cfg.type!r}")
+    raise ValueError(f"noise.type must be one of {NOISE_TYPES}, got {cfg.type!r}")

@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from protlig_dd.config import ModelConfig
+from protlig_dd.diffusion.graphs import score_from_clean_log_probs
 from protlig_dd.model.rotary import RotaryAngles, RotaryEmbedding
+from protlig_dd.numerics import log_expm1
 
 # Width of the sinusoidal features of sigma_bar fed to the conditioning MLP (DiT/SEDD use 256).
 SIGMA_FREQUENCY_DIM = 256
@@ -214,16 +216,24 @@ class SEDDTransformer(nn.Module):
         self.vocab_size = num_residues + 2
         self.out_dim = num_residues + 1 if absorbing else num_residues
         self.scale_by_sigma = absorbing
+        self.time_conditioning = cfg.time_conditioning
+        if not cfg.time_conditioning and not absorbing:
+            raise ValueError("model.time_conditioning: false needs the absorbing graph")
+        # Time-agnostic: the network predicts the clean residue (N logits), the score follows from it.
+        network_out = self.out_dim if cfg.time_conditioning else num_residues
 
         self.embedding = nn.Embedding(self.vocab_size, cfg.hidden_size)
         # SEDD initialises the embedding like a linear layer (kaiming uniform), not N(0, 1).
         nn.init.kaiming_uniform_(self.embedding.weight, a=math.sqrt(5))
-        self.sigma_embedder = SigmaEmbedder(cfg.cond_dim)
+        # Without time conditioning the adaLN input is a zero vector, so each modulation is its
+        # learned bias: a static, zero-initialised shift/scale/gate (the blocks still start as the
+        # identity). Label conditioning can later feed this same input.
+        self.sigma_embedder = SigmaEmbedder(cfg.cond_dim) if cfg.time_conditioning else None
         self.rotary = RotaryEmbedding(
             cfg.hidden_size // cfg.num_heads, base=cfg.rotary_base, use_fused_kernel=cfg.fused_kernels
         )
         self.blocks = nn.ModuleList([DDiTBlock(cfg, self.rotary) for _ in range(cfg.num_blocks)])
-        self.final = FinalLayer(cfg.hidden_size, cfg.cond_dim, self.out_dim)
+        self.final = FinalLayer(cfg.hidden_size, cfg.cond_dim, network_out)
 
     def num_parameters(self) -> int:
         """Number of parameters (all of them, embedding included)."""
@@ -280,6 +290,48 @@ class SEDDTransformer(nn.Module):
                 f"positions shape {tuple(positions.shape)} does not match tokens {tuple(tokens.shape)}"
             )
 
+        if self.time_conditioning:
+            f = self.network(tokens, sigma_bar, segment_ids, positions)
+            return self._to_log_score(f, tokens, sigma_bar, segment_ids)
+        log_p_clean = self.clean_log_probs(tokens, segment_ids, positions)
+        return self.log_score_from_clean(log_p_clean, tokens, sigma_bar, segment_ids)
+
+    def clean_log_probs(
+        self,
+        tokens: torch.Tensor,
+        segment_ids: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Time-agnostic model: log p(x0 = y | unmasked tokens), (B, L, N) float32, normalised over y.
+
+        It does not depend on the noise level, which is what lets a sampler reuse it while a row
+        does not change (``diffusion.cached_score``).
+        """
+        if self.time_conditioning:
+            raise ValueError("clean_log_probs needs a time-agnostic model (model.time_conditioning: false)")
+        return torch.log_softmax(self.network(tokens, None, segment_ids, positions), dim=-1)
+
+    def log_score_from_clean(
+        self,
+        log_p_clean: torch.Tensor,
+        tokens: torch.Tensor,
+        sigma_bar: torch.Tensor,
+        segment_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Log-scores of a time-agnostic model from ``clean_log_probs`` (pad positions all zeros)."""
+        log_score = score_from_clean_log_probs(log_p_clean, tokens, sigma_bar.float(), self.num_residues)
+        real = segment_ids > 0 if segment_ids is not None else tokens != self.pad_id  # (B, L)
+        return log_score.masked_fill(~real[..., None], 0.0)
+
+    def network(
+        self,
+        tokens: torch.Tensor,
+        sigma_bar: torch.Tensor | None,
+        segment_ids: torch.Tensor | None,
+        positions: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The transformer's raw output (B, L, network_out) float32; ``sigma_bar`` None when time-agnostic."""
+        batch, length = tokens.shape
         device = tokens.device
         attn_mask = None
         if segment_ids is not None:
@@ -293,11 +345,13 @@ class SEDDTransformer(nn.Module):
         angles = self.rotary.angles(length, positions, device, compute_dtype)
 
         x = self.embedding(tokens).float()  # (B, L, D) float32 residual stream
-        cond = self.sigma_embedder(sigma_bar)  # (B, C)
+        if self.sigma_embedder is not None:
+            cond = self.sigma_embedder(sigma_bar)  # (B, C)
+        else:
+            cond = x.new_zeros(batch, self.cfg.cond_dim)  # (B, C): see __init__
         for block in self.blocks:
             x = block(x, cond, angles, attn_mask)
-        f = self.final(x, cond).float()  # (B, L, out_dim)
-        return self._to_log_score(f, tokens, sigma_bar, segment_ids)
+        return self.final(x, cond).float()  # (B, L, network_out)
 
     def _to_log_score(
         self,
@@ -308,10 +362,8 @@ class SEDDTransformer(nn.Module):
     ) -> torch.Tensor:
         """Apply scale_by_sigma (absorbing), zero the current state's entry, zero pad positions."""
         if self.scale_by_sigma:
-            sigma = sigma_bar.float()
-            # log(exp(sigma) - 1) via expm1: exact for small sigma, where exp(sigma) - 1 cancels.
-            log_expm1 = torch.log(torch.expm1(sigma))[:, None, None]  # (B, 1, 1)
-            f = f - log_expm1 - math.log(self.num_residues)
+            # Stable for every sigma: log(expm1(sigma)) overflows beyond 88.7 in float32.
+            f = f - log_expm1(sigma_bar.float())[:, None, None] - math.log(self.num_residues)
         # Overwrite s_hat[b, i, x_t] = 0. PAD (and MASK for uniform) lie outside the output range:
         # there we write the entry's own value back (a no-op) instead of indexing out of range.
         in_range = tokens < self.out_dim  # (B, L)

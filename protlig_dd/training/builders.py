@@ -7,6 +7,7 @@ import torch
 from protlig_dd.config import Config, OptimConfig
 from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.diffusion.graphs import build_graph
+from protlig_dd.diffusion.loss import TimeSampling
 from protlig_dd.diffusion.noise import build_noise
 from protlig_dd.model.transformer import SEDDTransformer
 
@@ -20,6 +21,13 @@ def build_model(cfg: Config, alphabet: Alphabet) -> SEDDTransformer:
 def build_diffusion(cfg: Config, alphabet: Alphabet):
     """(graph, noise) of the forward process."""
     return build_graph(cfg.graph, alphabet.num_residues), build_noise(cfg.noise)
+
+
+def build_time_sampling(cfg: Config) -> TimeSampling:
+    """How training draws each row's noise level (``training.time_sampling`` / ``time_importance_power``)."""
+    return TimeSampling(
+        stratified=cfg.training.time_sampling == "stratified", power=cfg.training.time_importance_power
+    )
 
 
 def _fused_kind(cfg: OptimConfig, device: torch.device) -> dict[str, bool]:
