@@ -41,7 +41,7 @@ from protlig_dd.model.ema import EMA
 from protlig_dd.model.precision import needs_grad_scaler, resolve_precision
 from protlig_dd.model.score_function import make_score_fn
 from protlig_dd.training import checkpoint as ckpt
-from protlig_dd.training.builders import build_diffusion, build_model, build_optimizer
+from protlig_dd.training.builders import build_diffusion, build_model, build_optimizer, build_time_sampling
 from protlig_dd.training.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -231,6 +231,7 @@ class Trainer:
         )
         seed_everything(cfg.training.seed)
         self.graph, self.noise = build_diffusion(cfg, self.alphabet)
+        self.time_sampling = build_time_sampling(cfg)
         self.model = build_model(cfg, self.alphabet).to(self.device)
         uses_scaler = needs_grad_scaler(self.precision, self.device)
         # FSDP replaces the parameters of self.model by shards: wrap before the EMA and optimizer.
@@ -378,6 +379,7 @@ class Trainer:
                     self.noise,
                     batch,
                     generator=self.noise_generator,
+                    time_sampling=self.time_sampling,
                 )
                 batch_sum = out.total
                 # DDP and FSDP average gradients over ranks: scale so the result is sum / global tokens.
