@@ -18,7 +18,8 @@ from protlig_dd.data import readers
 from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.data.cache import prepare_cache
 from protlig_dd.data.pipeline import EMBEDDED_TRAIN_FASTA
-from protlig_dd.data.readers import SourceError, SourceSpec, detect_format, iter_batches, iter_records
+from protlig_dd.data.readers import SourceError, SourceSpec, iter_batches, iter_records
+from protlig_dd.data.sources import detect_format
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,9 @@
 
     python -m protlig_dd.data.prepare --source uniref50.fasta.gz --out data_cache/uniref50
 
-Several --source options are concatenated into one cache. A bad input exits with status 2 and a
-one-line error on stderr (no traceback).
+Several --source options are concatenated into one cache. A bad input (a malformed, truncated or
+corrupt source) exits with status 2 and a one-line error on stderr (no traceback); a cache that
+cannot be written (disk full) exits with status 1, keeping the previous cache.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.data.cache import UNKNOWN_POLICIES, PreparedCache, prepare_cache
-from protlig_dd.data.readers import FORMATS, SourceSpec
+from protlig_dd.data.sources import FORMATS, SourceSpec
+from protlig_dd.durable_io import WriteFailedError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             force=args.force,
             progress=not args.no_progress,
         )
+    except WriteFailedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as err:
         print("error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2

@@ -21,7 +21,9 @@ dropped. A ``*`` anywhere else is left in place and later rejected as a non-lett
 
 Errors are ``SourceError`` (a ValueError) naming the file and the line or record: a missing file,
 an empty source, a sequence line before any FASTA header, a header without an id, an empty
-sequence, an unknown column.
+sequence, an unknown column; a truncated or corrupt gzip file names the byte (sources.py), and
+any other read error (I/O, permission) names the file. The spec, format detection, record batches
+and file opening live in sources.py.
 
 Readers yield ``RecordBatch`` objects (lists of bytes, a few MB of residues each) instead of one
 object per record, so the cache can tokenize many sequences with one numpy lookup.
@@ -30,29 +32,17 @@ object per record, so the cache can tokenize many sequences with one numpy looku
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from protlig_dd.data.sources import Record, RecordBatch, SourceError, SourceSpec, open_binary
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("fasta", "csv", "tsv", "parquet", "jsonl", "hf")
-_EXTENSIONS = {
-    ".fasta": "fasta",
-    ".fa": "fasta",
-    ".faa": "fasta",
-    ".fas": "fasta",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".parquet": "parquet",
-    ".jsonl": "jsonl",
-    ".json": "jsonl",
-}
 # Whitespace removed from every sequence (bytes.translate deletes them in one C call).
 _WHITESPACE = b" \t\r\n\v\f"
 # Decompressed bytes read per FASTA block; records are cut at the last '\n>' of each block.
@@ -60,112 +50,6 @@ _FASTA_BLOCK_BYTES = 8 << 20
 # Residues per batch for the record-at-a-time formats (CSV, JSONL, Parquet, HF).
 _BATCH_RESIDUES = 4 << 20
 _BATCH_RECORDS = 65536
-
-
-class SourceError(ValueError):
-    """A data source is missing, empty or malformed; the message names the file and line/record."""
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """Where to read sequences and how: one file, directory or datasets name plus column choices."""
-
-    path: str
-    format: str = "auto"  # auto or one of FORMATS
-    sequence_column: str = "sequence"
-    id_column: str = ""  # empty = 1-based record number
-    hf_split: str = "train"
-    streaming: bool = False
-
-    def resolved_format(self) -> str:
-        """The concrete format: the given one, or the one detected from the path."""
-        if self.format == "auto":
-            return detect_format(self.path)
-        if self.format not in FORMATS:
-            raise SourceError(
-                f"{self.path}: unknown format {self.format!r}; expected auto or one of {FORMATS}"
-            )
-        return self.format
-
-    def describe(self) -> dict[str, Any]:
-        """Plain-data description stored in the cache metadata."""
-        return {
-            "path": self.path,
-            "format": self.resolved_format(),
-            "sequence_column": self.sequence_column,
-            "id_column": self.id_column,
-            "hf_split": self.hf_split,
-        }
-
-
-@dataclass
-class RecordBatch:
-    """Consecutive records of one source: ids and cleaned sequences as bytes, plus their locations.
-
-    ``lines[i]`` is the 1-based line of record i in the file (None for sources without lines);
-    ``first_record + i`` is its 1-based record number.
-    """
-
-    source: str
-    ids: list[bytes]
-    sequences: list[bytes]
-    first_record: int
-    lines: list[int] | None = None
-
-    def __len__(self) -> int:
-        return len(self.sequences)
-
-    def location(self, i: int) -> str:
-        """Human-readable position of record i, for error messages."""
-        record = self.first_record + i
-        if self.lines is not None:
-            return f"{self.source} line {self.lines[i]} (record {record})"
-        return f"{self.source} record {record}"
-
-
-@dataclass(frozen=True)
-class Record:
-    """One sequence with its id and where it came from."""
-
-    id: str
-    sequence: str
-    location: str
-
-
-def detect_format(path: str) -> str:
-    """Format of ``path`` from its extension (a trailing .gz is looked through).
-
-    An existing directory is a Hugging Face dataset. A path that does not exist is an error.
-    """
-    p = Path(path)
-    if p.is_dir():
-        return "hf"
-    suffixes = [s.lower() for s in p.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    fmt = _EXTENSIONS.get(suffixes[-1]) if suffixes else None
-    if not p.exists():
-        hint = "" if fmt else "; for a Hugging Face hub dataset set the format to 'hf'"
-        raise SourceError(f"{path}: file not found{hint}")
-    if fmt is None:
-        raise SourceError(
-            f"{path}: cannot detect the format from the extension; expected one of "
-            f"{sorted(_EXTENSIONS)} (optionally .gz) or set the format explicitly"
-        )
-    return fmt
-
-
-def open_binary(path: str) -> IO[bytes]:
-    """Open a file for reading bytes, decompressing gzip (by magic number, not by name)."""
-    p = Path(path)
-    if not p.is_file():
-        raise SourceError(f"{path}: file not found")
-    raw = open(p, "rb")  # returned (possibly wrapped) to the caller, who closes it
-    magic = raw.read(2)
-    raw.seek(0)
-    if magic != b"\x1f\x8b":
-        return raw
-    return gzip.GzipFile(fileobj=raw, mode="rb")
 
 
 def iter_batches(spec: SourceSpec) -> Iterator[RecordBatch]:
@@ -180,10 +64,13 @@ def iter_batches(spec: SourceSpec) -> Iterator[RecordBatch]:
         "hf": _hf_batches,
     }
     seen = 0
-    for batch in readers[fmt](spec, fmt):
-        seen += len(batch)
-        if len(batch):
-            yield batch
+    try:
+        for batch in readers[fmt](spec, fmt):
+            seen += len(batch)
+            if len(batch):
+                yield batch
+    except OSError as err:  # reading failed (I/O error, permission): still a one-line source error
+        raise SourceError(f"{spec.path}: cannot read after {seen:,} records: {err}") from err
     if seen == 0:
         raise SourceError(f"{spec.path}: empty source (no sequences)")
 
