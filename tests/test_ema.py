@@ -143,3 +143,58 @@ def test_mismatched_state_or_model_raises() -> None:
         ema.copy_to(nn.Linear(3, 2))
     with pytest.raises(ValueError, match="decay"):
         EMA(TinyModel(), 1.0)
+
+
+def _held_at(model: nn.Module, value: float) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(value)
+
+
+def test_warmup_follows_min_decay_formula() -> None:
+    """Guards the EMA warm-up (issue 12, hazard 4): update n (0-based) uses the effective decay
+    d_n = min(decay, (1 + n) / (10 + n)), so with params held at c the shadow after k updates is
+    c + prod d_n (p0 - c). With decay 0.9 the warm-up rules until n = 80, the constant after: 100
+    updates cover both. The first update already moves 90% of the way (d_0 = 0.1)."""
+    torch.manual_seed(4)
+    model = TinyModel()
+    p0 = {name: p.detach().clone() for name, p in model.named_parameters()}
+    decay = 0.9
+    ema = EMA(model, decay, warmup=True)
+    _held_at(model, 2.5)
+    ema.update()
+    for name, shadow in ema.shadow.items():
+        torch.testing.assert_close(shadow, 2.5 + 0.1 * (p0[name] - 2.5))
+    factor = 0.1
+    for n in range(1, 100):
+        ema.update()
+        factor *= min(decay, (1 + n) / (10 + n))
+    assert ema.num_updates == 100
+    for name, shadow in ema.shadow.items():
+        torch.testing.assert_close(shadow, 2.5 + factor * (p0[name] - 2.5), rtol=1e-6, atol=1e-6)
+
+
+def test_warmup_device_path_skips_and_matches_the_host_path() -> None:
+    """The masked (device-side) update with the warm-up: a skipped step changes nothing and does not
+    advance n; applied steps match the plain update; a resumed EMA continues the warm-up from the
+    saved count."""
+    torch.manual_seed(5)
+    model = TinyModel()
+    plain, masked = EMA(model, 0.99, warmup=True), EMA(model, 0.99, warmup=True)
+    for step in range(6):
+        _held_at(model, float(step))
+        masked.update(applied=torch.tensor(False))  # skipped: n stays
+        masked.update(applied=torch.tensor(True))
+        plain.update()
+    assert masked.num_updates == plain.num_updates == 6
+    for name, shadow in plain.shadow.items():
+        torch.testing.assert_close(masked.shadow[name], shadow, rtol=1e-6, atol=1e-7)
+    other = TinyModel()
+    resumed = EMA(other, 0.99, warmup=True)
+    resumed.load_state_dict(plain.state_dict())
+    _held_at(model, 7.0)
+    _held_at(other, 7.0)
+    plain.update()
+    resumed.update()
+    for name, shadow in plain.shadow.items():
+        torch.testing.assert_close(resumed.shadow[name], shadow)

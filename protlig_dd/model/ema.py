@@ -1,8 +1,18 @@
 """Exponential moving average of model weights, kept in float32.
 
-shadow <- decay * shadow + (1 - decay) * param after every optimizer step (constant decay, as in
-SEDD). Buffers are not averaged: the latest ones are copied. The EMA weights are what sampling
-and (by default) evaluation use; ``applied_to`` swaps them in temporarily.
+shadow <- d * shadow + (1 - d) * param after every applied optimizer step. Buffers are not
+averaged: the latest ones are copied. The EMA weights are what validation and sampling during
+training use (``eval.use_ema_for_eval_and_sampling``) and what inference loads; ``applied_to``
+swaps them in temporarily.
+
+Warm-up (``warmup=True``, what the trainer uses): d = min(decay, (1 + n) / (10 + n)) with n the
+number of updates folded in so far, as in TensorFlow's ExponentialMovingAverage(num_updates) and
+timm's ModelEmaV2 warm-up. A constant decay of 0.9999 leaves the average mostly at the initial
+weights for the first ~10,000 steps (their weight after k steps is decay^k), so early validation
+and samples would measure the initialisation; with the warm-up the average follows the live
+weights at first (d = 0.1 at the first update, 0.5 at n = 8, 0.9 at n = 80) and settles at
+``decay`` once n >= (10 * decay - 1) / (1 - decay) (about 90,000 updates for 0.9999, 1,790 for
+0.995). ``warmup=False`` is the constant decay of SEDD.
 """
 
 from __future__ import annotations
@@ -28,13 +38,15 @@ class EMA:
     "buffers": {name: tensor}}.
     """
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    def __init__(self, model: nn.Module, decay: float, *, warmup: bool = False) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
+        self.warmup = warmup  # effective decay min(decay, (1 + n) / (10 + n)); see the module doc
         named = list(model.named_parameters())
         # Applied updates, counted on the parameters' device so that a masked update needs no sync.
         self._num_updates = torch.zeros((), dtype=torch.int64, device=named[0][1].device if named else "cpu")
+        self._host_updates: int | None = 0  # the same count on the host, while it is known there
         self._names = [name for name, _ in named]
         self._params = [param for _, param in named]
         self.shadow: dict[str, torch.Tensor] = {name: param.detach().float().clone() for name, param in named}
@@ -55,17 +67,33 @@ class EMA:
         # Params may be bf16 (or fp32, then .float() is the same tensor): average in fp32.
         params = [param.detach().float() for param in self._params]
         if shadows and applied is None:
-            # lerp: s + (1 - decay) * (p - s) == decay * s + (1 - decay) * p
-            torch._foreach_lerp_(shadows, params, 1.0 - self.decay)
+            # lerp: s + w * (p - s) == (1 - w) * s + w * p, with w = 1 - d
+            torch._foreach_lerp_(shadows, params, self._host_weight())
         elif shadows:
-            # The same lerp with a device weight (1 - decay) * applied: 0 leaves the shadow as it is
-            # (params are finite: skipped steps never change them).
-            weight = applied.float() * (1.0 - self.decay)
-            torch._foreach_lerp_(shadows, params, [weight] * len(shadows))
+            # The same lerp with a device weight w * applied: 0 leaves the shadow as it is (params
+            # are finite: skipped steps never change them).
+            torch._foreach_lerp_(shadows, params, [self._device_weight(applied)] * len(shadows))
         for name, buf in self._model_buffers.items():
             target = self.buffers[name]
             target.copy_(buf if applied is None else torch.where(applied, buf, target))
         self._num_updates += 1 if applied is None else applied.long()
+        # Known on the host only while every update was a plain one (a masked one may be skipped).
+        self._host_updates = self._host_updates + 1 if applied is None and self._host_updates is not None else None
+
+    def _host_weight(self) -> float:
+        """1 - d as a number: 1 - decay, or with the warm-up max(1 - decay, 9 / (10 + n))."""
+        if not self.warmup:
+            return 1.0 - self.decay
+        # Plain updates keep n on the host, so this costs no sync (FSDP's DTensor shadows need a number).
+        updates = self._host_updates if self._host_updates is not None else self.num_updates
+        return max(1.0 - self.decay, 9.0 / (10.0 + updates))
+
+    def _device_weight(self, applied: torch.Tensor) -> torch.Tensor:
+        """(1 - d) * applied as a 0-d device tensor, n read on the device (no host sync)."""
+        if not self.warmup:
+            return applied.float() * (1.0 - self.decay)
+        warm = torch.clamp(9.0 / (10.0 + self._num_updates.float()), min=1.0 - self.decay)
+        return warm * applied.float()
 
     @property
     def num_updates(self) -> int:
@@ -153,3 +181,4 @@ class EMA:
         if "decay" in state and float(state["decay"]) != self.decay:
             logger.info("EMA state saved with decay %s; continuing with decay %s", state["decay"], self.decay)
         self._num_updates.fill_(int(state["num_updates"]))
+        self._host_updates = int(state["num_updates"])
