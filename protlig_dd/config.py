@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from protlig_dd.data.batching import check_long_sequences
 from protlig_dd.diffusion.noise import build_noise
 
 # model.gelu: "tanh" is GELU's tanh approximation, "erf" the exact GELU.
@@ -124,10 +125,7 @@ class DataConfig:
             self.unknown_residues in ("error", "map_to_x", "drop"),
             f"data.unknown_residues must be error, map_to_x or drop, got {self.unknown_residues!r}",
         )
-        _require(
-            self.long_sequences in ("crop", "drop"),
-            f"data.long_sequences must be crop or drop, got {self.long_sequences!r}",
-        )
+        check_long_sequences(self.long_sequences, "data.long_sequences")
         _require(0.0 <= self.validation_fraction < 1.0, "data.validation_fraction must be in [0, 1)")
         _require(0.0 <= self.test_fraction < 1.0, "data.test_fraction must be in [0, 1)")
         _require(self.validation_fraction + self.test_fraction < 1.0, "data validation+test fractions must be < 1")

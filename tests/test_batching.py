@@ -270,3 +270,12 @@ def test_budget_smaller_than_a_row_is_rejected() -> None:
             bucket_by_length=False,
             rng=np.random.default_rng(0),
         )
+
+
+def test_config_uses_the_batching_policy_check() -> None:
+    """data.long_sequences is validated by batching.check_long_sequences, the one list of policies
+    (it was checked three times: config, stream and epoch order)."""
+    from protlig_dd.config import DataConfig
+
+    with pytest.raises(ValueError, match=r"data\.long_sequences must be one of \('crop', 'drop'\), got 'truncate'"):
+        DataConfig(long_sequences="truncate")

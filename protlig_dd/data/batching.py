@@ -119,22 +119,35 @@ def check_batch_shape(max_length: int, tokens_per_batch: int) -> None:
         )
 
 
+def check_long_sequences(policy: str, name: str = "long_sequences") -> None:
+    """ValueError unless ``policy`` is a long-sequence policy (the config and the stream call this)."""
+    if policy not in LONG_SEQUENCE_POLICIES:
+        raise ValueError(f"{name} must be one of {LONG_SEQUENCE_POLICIES}, got {policy!r}")
+
+
+def usable_sequences(lengths: np.ndarray, *, max_length: int, long_sequences: str) -> np.ndarray:
+    """(n,) bool: the sequences an epoch trains on under the ``long_sequences`` policy.
+
+    Empty sequences hold nothing to train on and are never used; under ``"drop"`` sequences longer
+    than ``max_length`` are left out, under ``"crop"`` they are kept (and cropped when planned).
+    """
+    check_long_sequences(long_sequences)
+    usable = lengths >= 1
+    if long_sequences == "drop":
+        usable &= lengths <= max_length
+    return usable
+
+
 def epoch_order(
     lengths: np.ndarray, *, max_length: int, long_sequences: str, seed: int, epoch: int
 ) -> np.ndarray:
     """Shuffled set indices of the sequences used in ``epoch``; depends on (seed, epoch) only.
 
-    Under ``long_sequences="drop"`` sequences longer than ``max_length`` are left out; under
-    ``"crop"`` they are kept (and cropped when their window is planned). Empty sequences hold
-    nothing to train on and are always left out.
+    Which sequences are used is ``usable_sequences``.
     """
-    if long_sequences not in LONG_SEQUENCE_POLICIES:
-        raise ValueError(f"long_sequences must be one of {LONG_SEQUENCE_POLICIES}, got {long_sequences!r}")
+    usable = usable_sequences(lengths, max_length=max_length, long_sequences=long_sequences)
     # int32 halves the memory of the order for large sets (60M sequences: 240 MB instead of 480).
     index_dtype = np.int32 if len(lengths) < 2**31 else np.int64
-    usable = lengths >= 1
-    if long_sequences == "drop":
-        usable &= lengths <= max_length
     kept = np.flatnonzero(usable).astype(index_dtype)
     rng = np.random.default_rng([seed, epoch, _ORDER_STREAM])
     rng.shuffle(kept)

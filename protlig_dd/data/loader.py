@@ -37,7 +37,6 @@ from protlig_dd.config import DataConfig
 from protlig_dd.data.batch import Batch
 from protlig_dd.data.batching import (
     DEFAULT_WINDOW_SIZE,
-    LONG_SEQUENCE_POLICIES,
     BatchPlan,
     WindowPlan,
     batch_from_arrays,
@@ -46,6 +45,7 @@ from protlig_dd.data.batching import (
     gather_arrays,
     materialise,
     plan_window,
+    usable_sequences,
     window_rng,
 )
 from protlig_dd.data.sequence_set import SequenceSet
@@ -145,10 +145,6 @@ class TrainBatchStream:
         window_size: int = DEFAULT_WINDOW_SIZE,
     ) -> None:
         check_batch_shape(max_length, tokens_per_batch)
-        if long_sequences not in LONG_SEQUENCE_POLICIES:
-            raise ValueError(
-                f"long_sequences must be one of {LONG_SEQUENCE_POLICIES}, got {long_sequences!r}"
-            )
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
         if seed < 0:
@@ -157,8 +153,9 @@ class TrainBatchStream:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {window_size}")
-        lengths = sequences.lengths
-        num_usable = int(((lengths >= 1) & ((lengths <= max_length) | (long_sequences == "crop"))).sum())
+        # Checks the policy too, so a bad one fails here rather than at the first batch.
+        usable = usable_sequences(sequences.lengths, max_length=max_length, long_sequences=long_sequences)
+        num_usable = int(usable.sum())
         if num_usable == 0:
             raise ValueError(
                 f"no usable training sequence among {len(sequences)} (long_sequences={long_sequences!r}, "
