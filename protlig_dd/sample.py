@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefix", default="", help="residues fixed at the start of every sequence")
     parser.add_argument("--suffix", default="", help="residues fixed at the end of every sequence")
     parser.add_argument("--steps", type=int, help="reverse steps (default: the run's sampling.steps)")
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="time-agnostic models: run the network at every step (same output, slower; for comparisons)",
+    )
     parser.add_argument("--predictor", choices=PREDICTORS, help="default: the run's sampling.predictor")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences generated at once")
     parser.add_argument("--seed", type=int, default=0)
@@ -114,6 +119,7 @@ def run(args: argparse.Namespace) -> None:
             precision=loaded.precision,
             batch_size=args.batch_size,
             on_chunk=bar.update,
+            cache=not args.no_cache,
         )
     elapsed = time.perf_counter() - start
     settings = (
@@ -126,8 +132,16 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"wrote {len(result.sequences)} sequences ({residues} residues) to {out} in {elapsed:.1f} s: "
         f"{residues / max(elapsed, 1e-9):.0f} residues/s ({loaded.checkpoint}, {predictor}, {steps} steps"
-        f"{', compiled: the time includes compilation' if loaded.compiled else ''})"
+        f"{', compiled: the time includes compilation' if loaded.compiled else ''}); "
+        f"{result.mean_passes():.1f} network passes per sequence{_describe_cache(loaded, args)}"
     )
+
+
+def _describe_cache(loaded: object, args: argparse.Namespace) -> str:
+    """Why the pass count is what it is: time-agnostic models reuse unchanged rows' outputs."""
+    if getattr(loaded.network, "time_conditioning", True):
+        return " (time-conditioned model: one per step)"
+    return " (cache off)" if args.no_cache else " (time-agnostic model: unchanged rows reuse the last pass)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ busy machine. Phases, in order:
    shape; the best of a few repeats of each, maximum over shapes. Measured again after training;
    the MFU uses the higher of the two (the conservative choice when other processes share the CPU).
 2. training: the project's real optimizer step (``Trainer.train_step``: score_entropy_loss on
-   the embedded UniRef50 sample through the project's TrainBatchStream, forward + backward,
+   the embedded 17-taxon UniRef50 sample through the project's TrainBatchStream, forward + backward,
    gradient clipping, fused AdamW, EMA), one micro-batch of ``--micro-batch`` rows per optimizer
    step unless ``--grad-accum`` says otherwise. Packing modes (``--packing``; ``both`` = on + off,
    ``all`` = the four):
@@ -62,6 +62,7 @@ from protlig_dd.data.batch import Batch  # noqa: E402
 from protlig_dd.data.loader import eval_batches  # noqa: E402
 from protlig_dd.generation import generate  # noqa: E402
 from protlig_dd.model.score_function import bound_batch  # noqa: E402
+from protlig_dd.training.components import Components  # noqa: E402
 from protlig_dd.training.distributed import DistInfo, resolve_device  # noqa: E402
 from protlig_dd.training.loop import RunOptions, Trainer  # noqa: E402
 
@@ -194,7 +195,8 @@ def training_config(cfg: Config, mode: str, rows: int, grad_accum: int, cache_di
     packing, bucket, _ = _PACKING_SETTINGS[mode]
     data = replace(
         cfg.data,
-        source="",  # the embedded UniRef50 sample
+        source="",
+        embedded_train="uniref50_17taxa",  # the sample earlier benchmark numbers were measured on
         validation_source="",
         test_source="",
         cache_dir=str(cache_dir),
@@ -222,21 +224,23 @@ def pad_to_length(batch: Batch, length: int, pad_id: int) -> Batch:
 
 def measure_training(
     cfg: Config, device: torch.device, work_dir: Path, warmup: int, steps: int, pad_rows: bool
-) -> tuple[dict[str, Any], Trainer]:
-    """Time ``steps`` real optimizer steps after ``warmup`` untimed ones; returns stats and the trainer.
+) -> tuple[dict[str, Any], Components]:
+    """Time ``steps`` real optimizer steps after ``warmup`` untimed ones; returns stats and the run's
+    built components (model, diffusion, data) for the sampling and scoring phases.
 
     ``pad_rows`` pads every batch of the stream to max_length (the "off" packing mode).
     """
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
     trainer = Trainer(cfg, RunOptions(work_dir=work_dir, device=device.type), info)
-    trainer.model.train()
-    stream = iter(trainer.stream)
+    parts = trainer.components
+    parts.model.train()
+    stream = iter(parts.stream)
     if pad_rows:
-        pad_id, length = trainer.alphabet.pad_id, cfg.model.max_length
+        pad_id, length = parts.alphabet.pad_id, cfg.model.max_length
         batches: Iterator[Batch] = (pad_to_length(batch, length, pad_id) for batch in stream)
     else:
         batches = stream
-    model = trainer.model
+    model = parts.model
     step_seconds: list[float] = []
     cpu_seconds = data_seconds = 0.0
     page_faults = 0
@@ -266,7 +270,7 @@ def measure_training(
         row_counts.extend(b.batch_size for b in micro)
     seconds = sum(step_seconds)
     return {
-        "precision": trainer.precision,
+        "precision": parts.precision,
         "compile": cfg.training.compile,
         "rows_per_micro_batch": cfg.data.tokens_per_batch // cfg.model.max_length,
         "mean_row_length": grid_tokens / sum(row_counts),
@@ -288,40 +292,40 @@ def measure_training(
         "padding_fraction": 1.0 - real_tokens / grid_tokens,
         "model_gflops": flops / seconds / 1e9,
         "final_loss": losses[-1],
-    }, trainer
+    }, parts
 
 
 # ----- sampling and scoring -------------------------------------------------------------------
 def measure_sampling(
-    trainer: Trainer, steps: int, length: int, batch: int, count: int, seed: int, compiled: bool
+    parts: Components, steps: int, length: int, batch: int, count: int, seed: int, compiled: bool
 ) -> dict[str, Any]:
     """generate() ``count`` sequences of ``length`` residues; residues/s over the whole call.
 
     ``compiled``: the model goes through torch.compile; the compilation happens in the untimed
     warm-up call and its time is reported separately.
     """
-    model = trainer.model.eval()
+    model = parts.model.eval()
     if compiled:
         model = torch.compile(model)
-    generator = torch.Generator(device=trainer.device)
+    generator = torch.Generator(device=parts.device)
 
     def run(num: int, num_steps: int) -> float:
         generator.manual_seed(seed)
         start = time.perf_counter()
         generate(
             model,
-            trainer.graph,
-            trainer.noise,
-            trainer.alphabet,
+            parts.graph,
+            parts.noise,
+            parts.alphabet,
             lengths=[length] * num,
             steps=num_steps,
             predictor="analytic",
             denoise=True,
             generator=generator,
-            precision=trainer.precision,
+            precision=parts.precision,
             batch_size=batch,
         )
-        synchronize(trainer.device)
+        synchronize(parts.device)
         return time.perf_counter() - start
 
     warmup_seconds = run(min(batch, count), 2)  # warm-up: allocator, kernels, compilation
@@ -339,14 +343,14 @@ def measure_sampling(
     }
 
 
-def measure_scoring(trainer: Trainer, num_sequences: int, seed: int) -> dict[str, Any]:
+def measure_scoring(parts: Components, num_sequences: int, seed: int) -> dict[str, Any]:
     """likelihood_bound over the first ``num_sequences`` validation sequences; residues/s."""
-    cfg = trainer.cfg
-    validation = trainer.splits.validation
+    cfg = parts.cfg
+    validation = parts.splits.validation
     if validation is None or len(validation) == 0:
         return {"skipped": "no validation split"}
-    model = trainer.model.eval()
-    generator = torch.Generator(device=trainer.device)
+    model = parts.model.eval()
+    generator = torch.Generator(device=parts.device)
     generator.manual_seed(seed)
     samples = cfg.eval.samples_per_sequence
     residues = 0
@@ -355,14 +359,14 @@ def measure_scoring(trainer: Trainer, num_sequences: int, seed: int) -> dict[str
         validation,
         max_length=cfg.model.max_length,
         batch_size=cfg.eval.batch_size,
-        pad_id=trainer.alphabet.pad_id,
+        pad_id=parts.alphabet.pad_id,
         limit=num_sequences,
     ):
         bound_batch(
-            model, trainer.graph, trainer.noise, batch, samples, trainer.precision, trainer.device, generator
+            model, parts.graph, parts.noise, batch, samples, parts.precision, parts.device, generator
         )
         residues += batch.num_real_tokens
-    synchronize(trainer.device)
+    synchronize(parts.device)
     seconds = time.perf_counter() - start
     return {
         "sequences": min(num_sequences, len(validation)),
@@ -517,14 +521,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     peaks_before = measure_peaks(cfg, device, rows, args.peak_size, args.peak_repeats)
     result["rss_after_peaks_mb"] = peak_rss_mb()
     training: dict[str, Any] = {}
-    trainer: Trainer | None = None
+    parts: Components | None = None
     with tempfile.TemporaryDirectory(prefix="protlig_bench_") as tmp:
         for mode in PACKING_MODES[args.packing]:
             logger.info("training with packing %s", mode)
-            trainer = None  # free the previous model, optimizer and EMA before building the next
+            parts = None  # free the previous model, optimizer and EMA before building the next
             mode_cfg = training_config(cfg, mode, rows, args.grad_accum, Path(tmp) / "data_cache")
             pad_rows = _PACKING_SETTINGS[mode][2]
-            stats, trainer = measure_training(
+            stats, parts = measure_training(
                 mode_cfg, device, Path(tmp) / mode, args.warmup, args.steps, pad_rows
             )
             stats["peak_rss_mb"] = peak_rss_mb()
@@ -540,12 +544,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result.update(peaks=peaks, peaks_before=peaks_before, peaks_after=peaks_after, training=training)
         if "on" in training and "off" in training:
             result["packing_speedup"] = training["on"]["residues_per_s"] / training["off"]["residues_per_s"]
-        assert trainer is not None  # internal: PACKING_MODES entries are never empty
+        assert parts is not None  # internal: PACKING_MODES entries are never empty
         if args.sample_steps > 0:
             logger.info("sampling")
             count = args.sample_count or args.sample_batch
             result["sampling"] = measure_sampling(
-                trainer,
+                parts,
                 args.sample_steps,
                 args.sample_length,
                 args.sample_batch,
@@ -556,7 +560,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["sampling"]["peak_rss_mb"] = peak_rss_mb()
         if args.score_sequences > 0:
             logger.info("scoring")
-            result["scoring"] = measure_scoring(trainer, args.score_sequences, args.seed)
+            result["scoring"] = measure_scoring(parts, args.score_sequences, args.seed)
     result["peak_rss_mb"] = peak_rss_mb()
     result["load_after"] = os.getloadavg()[0]
     result["vs_earlier"] = compare_with_earlier(config_alias(config_path), result)

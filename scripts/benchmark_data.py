@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="benchmark_data_") as tmp_name:
         tmp = Path(tmp_name)
-        sample = prepare_cache(embedded_train_specs(), tmp / "sample", alphabet, progress=False)
+        sample = prepare_cache(embedded_train_specs("uniref50_17taxa"), tmp / "sample", alphabet, progress=False)
         for size in sizes:
             source = tmp / f"synthetic_{size}.fasta.gz"
             start = time.perf_counter()

@@ -183,7 +183,7 @@ def test_launchers_return_the_training_exit_code(tmp_path: Path, script: str, sh
 
 def test_training_reads_a_cache_made_by_prepare(tmp_path: Path, tiny_overrides: list[str]) -> None:
     """A cache directory written by `python -m protlig_dd.data.prepare` works as --datafile (no re-tokenising)."""
-    from protlig_dd.data.pipeline import EMBEDDED_TRAIN_COUNT  # noqa: F401  (the embedded data exists)
+    from protlig_dd.data.pipeline import EMBEDDED_TRAIN_COUNTS  # noqa: F401  (the embedded data exists)
 
     source = REPO_ROOT / "protlig_dd" / "data" / "embedded" / "x001.csv"
     prepared = tmp_path / "prepared"

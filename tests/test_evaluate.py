@@ -101,7 +101,7 @@ def test_report_json_holds_every_metric(report_dir: Path) -> None:
         assert samples["complexity"][name]["max_homopolymer_max"] >= 1
     assert samples["complexity"]["data"]["max_homopolymer_max"] == 30  # the poly-Q stretch
     assert samples["complexity"]["data"]["low_complexity_fraction"] > 0.2
-    assert "embedded UniRef50 training sample (first 5001 sequences)" == samples["novelty"]["reference"]
+    assert "embedded training set swissprot50 (first 35809 sequences)" == samples["novelty"]["reference"]
     training = report["training"]
     assert training["available"] and training["loss"]["step"] == [1, 2, 3, 4]
     assert training["validation_ppl_bound"]["step"] == [2, 4]

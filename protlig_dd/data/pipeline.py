@@ -6,12 +6,13 @@ Which data:
     the same format and columns as the source, ``format: auto`` detecting each file), otherwise
     from a hash split of the source ids (splits.py) with ``validation_fraction``/``test_fraction``.
     Ids present in an explicit validation or test file are removed from training (counted).
-  * ``data.source`` empty: the embedded real UniRef50 sample shipped in ``embedded/``. Training is
-    the 5,001 UniRef50 cluster representatives (FASTA); validation is the 996 random UniRef50
-    sequences of the two CSV files, an explicit validation set, so no hash split is made for it
-    (``validation_fraction`` is unused). ``validation_source``, ``test_source`` and
-    ``test_fraction`` apply as for any source. See embedded/PROVENANCE.md: the training sample is
-    not a random one.
+  * ``data.source`` empty: the embedded real data shipped in ``embedded/``. Training is
+    ``data.embedded_train``: by default 35,809 Swiss-Prot 50% cluster representatives (diverse,
+    none a homologue of a validation sequence), or the older 5,001-sequence UniRef50 sample from 17
+    taxa; validation is the 996 random UniRef50 sequences of the two CSV files, an explicit
+    validation set, so no hash split is made for it (``validation_fraction`` is unused).
+    ``validation_source``, ``test_source`` and ``test_fraction`` apply as for any source. See
+    embedded/PROVENANCE.md.
 
 Caches live in ``cache_root`` under a name derived from the sources and the preparation options,
 so changing min_length or the alphabet prepares a new cache instead of rebuilding the old one back
@@ -38,19 +39,25 @@ from protlig_dd.data.sequence_set import SequenceSet
 from protlig_dd.data.splits import assign_splits, exclude_ids
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
-EMBEDDED_TRAIN_FASTA = EMBEDDED_DIR / "uniref50_train_filt.fasta.gz"
+# data.embedded_train -> the shipped training FASTA (embedded/PROVENANCE.md says where each comes from).
+EMBEDDED_TRAIN_FASTAS = {
+    "swissprot50": EMBEDDED_DIR / "swissprot50_train.fasta.gz",
+    "uniref50_17taxa": EMBEDDED_DIR / "uniref50_train_filt.fasta.gz",
+}
 EMBEDDED_VALIDATION_CSVS = (EMBEDDED_DIR / "x000.csv", EMBEDDED_DIR / "x001.csv")
 # Amino-acid counts of EvoDiff's UniRef50 test split (no sequences): the evaluation's reference.
 EMBEDDED_COMPOSITION_REFERENCE = EMBEDDED_DIR / "uniref50_aa_ref_test.csv"
-EMBEDDED_TRAIN_COUNT = 5001
+EMBEDDED_TRAIN_COUNTS = {"swissprot50": 35809, "uniref50_17taxa": 5001}
 EMBEDDED_VALIDATION_COUNT = 996
 # Tokens gathered per step when counting residues of a split (bounds the index array to 32 MB).
 _COUNT_BLOCK_TOKENS = 1 << 22
 
 
-def embedded_train_specs() -> list[SourceSpec]:
-    """The shipped training sample: 5,001 UniRef50 cluster representatives."""
-    return [SourceSpec(str(EMBEDDED_TRAIN_FASTA), format="fasta")]
+def embedded_train_specs(name: str = "swissprot50") -> list[SourceSpec]:
+    """A shipped training set (``data.embedded_train``): by default 35,809 Swiss-Prot 50% representatives."""
+    if name not in EMBEDDED_TRAIN_FASTAS:
+        raise ValueError(f"data.embedded_train must be one of {sorted(EMBEDDED_TRAIN_FASTAS)}, got {name!r}")
+    return [SourceSpec(str(EMBEDDED_TRAIN_FASTAS[name]), format="fasta")]
 
 
 def embedded_validation_specs() -> list[SourceSpec]:
@@ -208,7 +215,7 @@ def prepare_splits(
 
     embedded = not data_cfg.source
     roles: dict[str, list[SourceSpec]] = {
-        "train": embedded_train_specs() if embedded else [source_spec(data_cfg, data_cfg.source)]
+        "train": embedded_train_specs(data_cfg.embedded_train) if embedded else [source_spec(data_cfg, data_cfg.source)]
     }
     if data_cfg.validation_source:
         roles["validation"] = [source_spec(data_cfg, data_cfg.validation_source)]
