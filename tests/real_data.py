@@ -29,6 +29,13 @@ def read_fasta_head(path: Path, count: int) -> list[str]:
     return sequences
 
 
+def write_real_fasta_gz(path: Path, count: int) -> Path:
+    """A gzipped FASTA of the first ``count`` embedded UniRef50 sequences (real data, small and fast)."""
+    body = "".join(f">UniRef50_test{i}\n{seq}\n" for i, seq in enumerate(read_fasta_head(UNIREF50_SAMPLE, count)))
+    path.write_bytes(gzip.compress(body.encode(), mtime=0))
+    return path
+
+
 def real_sequence_set(count: int):
     """The first ``count`` embedded UniRef50 sequences, encoded into an in-memory SequenceSet."""
     from protlig_dd.data.alphabet import Alphabet
