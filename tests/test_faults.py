@@ -275,19 +275,26 @@ def _shell(module: str, *args: object, log: Path) -> str:
     return f"{words} 2>{shlex.quote(str(log))}; echo rc=$?"
 
 
-def test_real_full_filesystem_checkpoint(tmp_path: Path, shared_cache_dir: Path, tiny_run: Path) -> None:
-    """A run directory on a tmpfs with room for one checkpoint: the second save fails for real
-    (torch.save turns the ENOSPC into a RuntimeError; the OSError is what is shown), exit 1 with the
-    one-line message; the tmpfs then holds only the first checkpoint, which resumes the run to the end."""
+@pytest.mark.slow  # three tiny training runs (~30 s); the patched-write test covers this path by default
+def test_real_full_filesystem_checkpoint(tmp_path: Path) -> None:
+    """A run directory on a tmpfs with room for one checkpoint: the resumed run's next save fails for
+    real (torch.save turns the ENOSPC into a RuntimeError; the OSError is what is shown), exit 1 with
+    the one-line message; the tmpfs then holds only the first checkpoint, which resumes to the end."""
     reason = _tmpfs_unavailable(tmp_path)
     if reason:
         pytest.skip(reason)
-    one_checkpoint = sum(f.stat().st_size for f in ckpt.latest_checkpoint(tiny_run).path.iterdir())
-    work, saved, log = tmp_path / "run", tmp_path / "saved", tmp_path / "train.err"
-    args = ["--work_dir", work, "--config", TINY_CONFIG, "--device", "cpu", "--set",
-            f"data.cache_dir={shared_cache_dir}", *TINY_STEPS]  # fmt: skip
-    script = _shell(TRAIN_CLI, *args, log=log) + f" && cp -a {shlex.quote(str(work))} {saved}"
-    # Room for one checkpoint, half of a second one, and the run's logs.
+    source = write_real_fasta_gz(tmp_path / "train.fasta.gz", 400)
+    first, work, saved = tmp_path / "first", tmp_path / "run", tmp_path / "saved"
+    cache_dir, log = tmp_path / "cache", tmp_path / "train.err"
+    assert _run(TRAIN_CLI, *_train_args(first, source, cache_dir, "training.max_steps=2")).returncode == 0
+    one_checkpoint = sum(f.stat().st_size for f in ckpt.latest_checkpoint(first).path.iterdir())
+    args = _train_args(work, source, cache_dir)
+    script = (
+        f"cp -a {shlex.quote(str(first))}/. {shlex.quote(str(work))} && "
+        + _shell(TRAIN_CLI, *args, log=log)
+        + f" && cp -a {shlex.quote(str(work))} {shlex.quote(str(saved))}"
+    )
+    # Room for the copied run (one checkpoint and its logs) and half of a second checkpoint.
     proc = _in_small_tmpfs(work, one_checkpoint * 3 // 2 + 64 * 1024, script)
     assert proc.returncode == 0 and proc.stdout.splitlines() == ["rc=1"], (proc.stdout, proc.stderr, log.read_text())
     stderr = log.read_text()
