@@ -172,6 +172,9 @@ class TrainingConfig:
     seed: int = 42  # seeds model init, data order and noise
     log_every: int = 10  # optimizer steps between metric rows / progress updates
     max_consecutive_nonfinite: int = 5  # stop after this many NaN/inf losses in a row (CUDA: checked when logging)
+    # Wall-clock budget in minutes, from the start of training (data preparation not counted): when
+    # reached, the run ends as at max_steps (final validation, samples, checkpoint). 0 = no limit.
+    max_minutes: float = 0.0
     # Noise levels of a micro-batch: stratified (row b draws t in the b-th of B equal strata, MDLM's
     # low-discrepancy sampler: lower loss variance) or independent uniform draws.
     time_sampling: str = "stratified"
@@ -190,6 +193,7 @@ class TrainingConfig:
         _require(0.0 <= self.ema_decay < 1.0, "training.ema_decay must be in [0, 1)")
         _require(self.log_every >= 1, "training.log_every must be >= 1")
         _require(self.max_consecutive_nonfinite >= 1, "training.max_consecutive_nonfinite must be >= 1")
+        _require(self.max_minutes >= 0, "training.max_minutes must be >= 0 (0 = no limit)")
         _require(
             self.time_sampling in TIME_SAMPLINGS,
             f"training.time_sampling must be one of {TIME_SAMPLINGS}, got {self.time_sampling!r}",
@@ -206,9 +210,11 @@ class EvalConfig:
 
     every: int = 1000  # optimizer steps between validations; 0 disables
     num_sequences: int = 256  # validation sequences scored each time (0 = the whole split)
-    samples_per_sequence: int = 4  # Monte-Carlo t draws per sequence (antithetic pairs)
+    samples_per_sequence: int = 4  # Monte-Carlo t draws per sequence (antithetic pairs when even and >= 4)
     batch_size: int = 16  # sequences per validation batch
-    use_ema: bool = True  # validate with EMA weights when EMA is on
+    # Validation and sampling during training both use the EMA weights when EMA is on
+    # (training.ema_decay > 0); false: the live weights. Formerly eval.use_ema.
+    use_ema_for_eval_and_sampling: bool = True
 
     def __post_init__(self) -> None:
         _require(self.every >= 0, "eval.every must be >= 0")
@@ -353,12 +359,32 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
 
 
+# Renamed keys, old dotted name -> new one. In a config file or override the old name is an error
+# that names the new one; configs stored in older checkpoints are upgraded (upgrade_renamed_keys).
+RENAMED_KEYS = {"eval.use_ema": "eval.use_ema_for_eval_and_sampling"}
+
+
+def upgrade_renamed_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of nested config data with renamed keys under their new names: for the config stored
+    in a checkpoint written before a rename, which must stay loadable."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in RENAMED_KEYS.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        section = out.get(old_section)
+        if isinstance(section, dict) and old_key in section:
+            out.setdefault(new_section, {})[new_key] = section.pop(old_key)
+    return out
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
+    renamed = [f"{where}.{k}" for k in unknown if f"{where}.{k}" in RENAMED_KEYS]
+    if renamed:
+        raise ConfigError(f"{renamed[0]} was renamed to {RENAMED_KEYS[renamed[0]]}: use the new name")
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; known: {sorted(names)}")
     kwargs = {}

@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from protlig_dd.config import Config, config_from_dict
+from protlig_dd.config import Config
 from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.diffusion.graphs import Graph
 from protlig_dd.diffusion.noise import NoiseSchedule
@@ -124,8 +123,7 @@ def load_model(
     """
     folder = ckpt.resolve_checkpoint(path)
     meta = ckpt.read_meta(folder)
-    config_path = folder / "config.yaml"
-    cfg = config_from_dict(yaml.safe_load(config_path.read_text()), str(config_path))
+    cfg = ckpt.read_config(folder)
     alphabet = Alphabet.from_dict(meta["alphabet"])
     torch_device = resolve_device(device)
     # Before reading the weights: a large checkpoint should not load only to be refused.

@@ -15,6 +15,7 @@ from conftest import REPO_ROOT, TINY_CONFIG
 
 from protlig_dd.config import Config, ConfigError, load_config
 from protlig_dd.data.alphabet import Alphabet
+from protlig_dd.training import checkpoint as ckpt
 from protlig_dd.training import run_train_uniref50_optimized as cli
 from protlig_dd.training.builders import build_model
 from protlig_dd.training.loop import RunOptions, TrainingError, train
@@ -54,6 +55,25 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))  # as the trainer writes it
     assert load_config(tmp_path / "c.yaml") == cfg
     assert cfg.optim.lr == 3e-4 and cfg.data.packing is False
+
+
+def test_renamed_option_is_an_error_naming_the_new_one(tmp_path: Path) -> None:
+    """eval.use_ema governs sampling too, so it became eval.use_ema_for_eval_and_sampling: the old
+    name in an override or a YAML file is a ConfigError naming the new one, while the config stored
+    in a checkpoint written before the rename still loads (upgraded)."""
+    needle = "eval.use_ema was renamed to eval.use_ema_for_eval_and_sampling"
+    with pytest.raises(ConfigError, match=needle):
+        load_config(TINY_CONFIG, ["eval.use_ema=false"])
+    old = tmp_path / "old.yaml"
+    old.write_text("eval:\n  use_ema: false\n")
+    with pytest.raises(ConfigError, match=needle):
+        load_config(old)
+    renamed = load_config(TINY_CONFIG, ["eval.use_ema_for_eval_and_sampling=false"])
+    assert renamed.eval.use_ema_for_eval_and_sampling is False
+    checkpoint = tmp_path / "step_00000001"
+    checkpoint.mkdir()
+    (checkpoint / "config.yaml").write_text(old.read_text())
+    assert ckpt.read_config(checkpoint).eval.use_ema_for_eval_and_sampling is False
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,12 @@
-"""Count skipped (non-finite) optimizer steps on the device, and read the count on the host rarely.
+"""Skip optimizer steps whose loss or gradient norm is not finite, and count them.
 
-A NaN/inf loss or gradient norm skips its optimizer update. Deciding that on the host needs a
-device-to-host copy every step, which stalls a GPU's queue. Instead each step records its finite
-flag into device counters (a few tiny kernels, no sync), and ``settle`` reads them once, at the
-logging cadence and before a checkpoint: it updates the run's counters, logs the skipped steps
-and returns the longest streak, which the trainer compares with
-``training.max_consecutive_nonfinite``.
+A NaN/inf loss or gradient norm skips its optimizer update (``apply_if_finite``). Deciding that on
+the host needs a device-to-host copy every step, which stalls a GPU's queue. So where that copy
+costs something (``skips_nonfinite_on_device``) the skip happens on the device: the fused AdamW
+takes a ``found_inf`` flag and the EMA a masked update, and each step records its finite flag into
+device counters (a few tiny kernels, no sync). ``settle`` reads the counters once, at the logging
+cadence and before a checkpoint: it updates the run's counters, logs the skipped steps and returns
+the longest streak, which the trainer compares with ``training.max_consecutive_nonfinite``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 
 import torch
 
+from protlig_dd.model.ema import EMA
 from protlig_dd.training.train_state import TrainState
 
 logger = logging.getLogger(__name__)
@@ -60,3 +62,52 @@ class NonfiniteTracker:
                 state.total_nonfinite,
             )
         return longest
+
+
+def skips_nonfinite_on_device(
+    optimizer: torch.optim.Optimizer, device: torch.device, uses_scaler: bool, strategy: str
+) -> bool:
+    """Whether a non-finite step is skipped on the device (no host sync) rather than on the host.
+
+    Only on CUDA, where a host sync drains the GPU's queue (on the CPU it is free, and the device
+    path's extra small kernels are not; MPS keeps the host check until its fused kernel's
+    ``found_inf`` is verified there), and only with the fused AdamW, which takes ``found_inf``.
+    fp16 has the GradScaler's own skip, and FSDP's DTensor parameters keep the host check.
+    """
+    fused = bool(optimizer.defaults.get("fused"))
+    return device.type == "cuda" and fused and not uses_scaler and strategy != "fsdp"
+
+
+def apply_if_finite(
+    finite: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    ema: EMA | None,
+    tracker: NonfiniteTracker,
+    on_device: bool,
+) -> None:
+    """Take the optimizer step and the EMA update only if ``finite`` (a 0-d bool on the device),
+    and record the flag in ``tracker``.
+
+    ``on_device`` (see ``skips_nonfinite_on_device``): the fused AdamW skips its update (and its
+    step count) where ``found_inf`` is 1 and the EMA keeps its average, without a host sync.
+    Otherwise the flag is read on the host (the one sync of this path); with fp16 the scaler's
+    step runs anyway, since it skips steps whose gradients overflowed by itself.
+    """
+    if on_device:
+        tracker.record(finite)
+        optimizer.found_inf = (~finite).float()  # the protocol of torch's fused AdamW
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+        if ema is not None:
+            ema.update(applied=finite)
+        return
+    finite = finite.cpu()
+    tracker.record(finite)
+    applied = bool(finite)
+    if applied or scaler.is_enabled():
+        scaler.step(optimizer)
+    if applied and ema is not None:
+        ema.update()

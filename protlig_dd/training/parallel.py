@@ -34,6 +34,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from protlig_dd.config import Config, ConfigError
+from protlig_dd.model.ema import EMA
 from protlig_dd.model.precision import compile_supported
 from protlig_dd.training.distributed import DistInfo
 
@@ -187,3 +188,40 @@ def load_full_optimizer_state(
 ) -> None:
     """Load a full, name-keyed optimizer state (from any strategy) into ``optimizer``."""
     set_optimizer_state_dict(model, optimizer, state, options=_SCATTER)
+
+
+def gather_training_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None, keep: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model part, optimizer state) of a checkpoint, full and on the CPU where ``keep`` (rank 0).
+
+    The model part is {"model": weights, "ema": EMA state (absent without EMA)}. Under FSDP every
+    rank must call (each takes part in the gathers; the others get empty dicts).
+    """
+    model_state: dict[str, Any] = {"model": full_model_state(model)}
+    if ema is not None:
+        ema_state = ema.state_dict()
+        ema_state["shadow"] = full_tensors(ema_state["shadow"], keep=keep, to_cpu=True)
+        model_state["ema"] = ema_state
+    return model_state, full_optimizer_state(model, optimizer)
+
+
+def load_training_state(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: EMA | None,
+    model_state: dict[str, Any],
+    optimizer_state: dict[str, Any],
+) -> None:
+    """Load the full states of ``gather_training_state`` into a (possibly sharded) run.
+
+    Raises KeyError/ValueError/RuntimeError when they do not fit (the caller names the checkpoint).
+    """
+    load_full_model_state(model, model_state["model"])
+    if ema is not None:
+        if "ema" not in model_state:
+            raise ValueError("the checkpoint has no EMA weights but training.ema_decay > 0")
+        saved_ema = dict(model_state["ema"])
+        saved_ema["shadow"] = shard_like(saved_ema["shadow"], ema.shadow)
+        ema.load_state_dict(saved_ema)
+    load_full_optimizer_state(model, optimizer, optimizer_state)

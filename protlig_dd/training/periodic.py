@@ -1,101 +1,79 @@
-"""Periodic work of the training loop: validation of the likelihood bound and sample dumps."""
+"""Periodic work of the training loop: validation of the likelihood bound and sample dumps.
+
+Plain functions of what they need: the model to run (already holding the weights to use, in eval
+mode: see ``components.evaluation_weights``), the diffusion, the data and the settings.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import math
 from collections import Counter
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from protlig_dd.config import EvalConfig, SamplingConfig
+from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.data.fasta_writer import write_fasta
 from protlig_dd.data.loader import eval_batches
 from protlig_dd.data.sequence_set import SequenceSet
-from protlig_dd.diffusion.likelihood import likelihood_bound
+from protlig_dd.diffusion.graphs import Graph
+from protlig_dd.diffusion.likelihood import bound_totals, summary_from_totals
+from protlig_dd.diffusion.noise import NoiseSchedule
 from protlig_dd.evaluation.metrics import max_homopolymer
 from protlig_dd.generation import draw_lengths, generate
-from protlig_dd.model.score_function import make_score_fn
-from protlig_dd.training.distributed import all_reduce_sum
+from protlig_dd.model.score_function import bound_batch
+from protlig_dd.training.distributed import DistInfo, all_reduce_sum
 from protlig_dd.training.train_state import mix_seed
-
-if TYPE_CHECKING:
-    from protlig_dd.training.loop import Trainer
 
 _EVAL_STREAM = 1  # mix_seed salt: validation noise is the same at every validation (common random numbers)
 _SAMPLE_STREAM = 2
 
 
-def _eval_weights(trainer: Trainer) -> contextlib.AbstractContextManager:
-    if trainer.ema is not None and trainer.cfg.eval.use_ema:
-        return trainer.ema.applied_to(trainer.model)
-    return contextlib.nullcontext(trainer.model)
+def validate(
+    model: torch.nn.Module,
+    graph: Graph,
+    noise: NoiseSchedule,
+    sequences: SequenceSet,
+    *,
+    settings: EvalConfig,
+    max_length: int,
+    pad_id: int,
+    seed: int,
+    precision: str,
+    info: DistInfo,
+) -> dict[str, float]:
+    """Likelihood bound of ``model`` on (the first ``settings.num_sequences`` of) ``sequences``.
 
-
-def validate(trainer: Trainer, sequences: SequenceSet) -> dict[str, float]:
-    """Likelihood bound on (the first ``eval.num_sequences`` of) ``sequences``, over all ranks.
-
-    Each rank scores every world_size-th batch; sums are reduced, so every rank returns the same
-    numbers. Uses EMA weights when configured. Training RNG is untouched (own generator).
+    Each rank scores every world_size-th batch and the bound totals are summed over ranks, so every
+    rank returns the same numbers. Noise is seeded per batch from ``seed``: the same draws at every
+    validation and for any number of processes; the training RNG is untouched (own generator).
     """
-    cfg, info = trainer.cfg, trainer.info
-    limit = cfg.eval.num_sequences or None
-    samples = cfg.eval.samples_per_sequence
-    # Antithetic pairs need two pairs for a standard error; with fewer draws use plain ones.
-    antithetic = samples % 2 == 0 and samples >= 4
-    generator = torch.Generator(device=trainer.device)
-    # (sum of bounds, sum of residues, sum of variances, number of sequences)
-    totals = torch.zeros(4, dtype=torch.float64, device=trainer.device)
-    was_training = trainer.model.training
-    with _eval_weights(trainer) as model:
-        model.eval()
-        batches = eval_batches(
-            sequences,
-            max_length=cfg.model.max_length,
-            batch_size=cfg.eval.batch_size,
-            pad_id=trainer.alphabet.pad_id,
-            limit=limit,
+    generator = torch.Generator(device=info.device)
+    totals = torch.zeros(4, dtype=torch.float64, device=info.device)  # see likelihood.bound_totals
+    batches = eval_batches(
+        sequences,
+        max_length=max_length,
+        batch_size=settings.batch_size,
+        pad_id=pad_id,
+        limit=settings.num_sequences or None,
+    )
+    for index, (batch, _) in enumerate(batches):
+        if index % info.world_size != info.rank:
+            continue
+        generator.manual_seed(mix_seed(seed, _EVAL_STREAM, index))
+        result = bound_batch(
+            model, graph, noise, batch, settings.samples_per_sequence, precision, info.device, generator
         )
-        for index, (batch, _) in enumerate(batches):
-            if index % info.world_size != info.rank:
-                continue
-            # Seeded per batch: the same draws at every validation and for any number of processes.
-            generator.manual_seed(mix_seed(cfg.training.seed, _EVAL_STREAM, index))
-            needs_mask = batch.has_padding_or_packing()
-            batch = batch.to(trainer.device)
-            score = make_score_fn(
-                model,
-                batch.segment_ids if needs_mask else None,
-                batch.positions if needs_mask else None,
-                trainer.precision,
-                trainer.device,
-            )
-            result = likelihood_bound(
-                score, trainer.graph, trainer.noise, batch, samples, generator=generator, antithetic=antithetic
-            )
-            variance = result.stderr**2  # NaN (unknown) when a sequence had a single Monte-Carlo unit
-            totals += torch.stack(
-                [
-                    result.bound.sum(),
-                    result.num_residues.sum().double(),
-                    variance.sum(),
-                    torch.tensor(float(result.bound.numel()), dtype=torch.float64, device=trainer.device),
-                ]
-            )
-    trainer.model.train(was_training)
-    all_reduce_sum(totals, info)
-    bound_sum, residues, variance_sum, count = (float(v) for v in totals.cpu())
-    nll = bound_sum / max(residues, 1.0)
-    nll_stderr = math.sqrt(variance_sum) / max(residues, 1.0)
-    ppl = math.exp(nll)
+        totals += bound_totals(result)
+    summary = summary_from_totals(all_reduce_sum(totals, info))
     return {
-        "val_nll_per_residue": nll,
-        "val_nll_stderr": nll_stderr,
-        "val_ppl_bound": ppl,
-        "val_ppl_bound_stderr": ppl * nll_stderr,
-        "val_sequences": int(count),
-        "val_residues": int(residues),
+        "val_nll_per_residue": summary.nll_per_residue,
+        "val_nll_stderr": summary.nll_stderr,
+        "val_ppl_bound": summary.ppl_bound,
+        "val_ppl_bound_stderr": summary.ppl_stderr,
+        "val_sequences": summary.num_sequences,
+        "val_residues": summary.num_residues,
     }
 
 
@@ -118,38 +96,46 @@ def sequence_statistics(sequences: list[str], reference_frequencies: np.ndarray,
     }
 
 
-def sample_during_training(trainer: Trainer) -> dict[str, float]:
-    """Generate ``sampling.num_samples`` sequences with EMA weights; write samples/step_N.fasta."""
-    cfg = trainer.cfg
-    step = trainer.state.step
-    generator = torch.Generator(device=trainer.device)
-    generator.manual_seed(mix_seed(cfg.training.seed, _SAMPLE_STREAM, step))
-    histogram = trainer.splits.summary.length_histogram
-    if cfg.sampling.length > 0:
-        lengths = [min(cfg.sampling.length, cfg.model.max_length)] * cfg.sampling.num_samples
+def sample_during_training(
+    model: torch.nn.Module,
+    graph: Graph,
+    noise: NoiseSchedule,
+    alphabet: Alphabet,
+    *,
+    settings: SamplingConfig,
+    step: int,
+    seed: int,
+    max_length: int,
+    length_histogram: dict[str, list[int]],
+    residue_frequencies: np.ndarray,
+    precision: str,
+    device: torch.device,
+    out_dir: Path,
+) -> dict[str, float]:
+    """Generate ``settings.num_samples`` sequences with ``model`` into ``out_dir/step_N.fasta``;
+    returns their statistics. Seeded by ``seed`` and the step, on a generator of its own."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(mix_seed(seed, _SAMPLE_STREAM, step))
+    if settings.length > 0:
+        lengths = [min(settings.length, max_length)] * settings.num_samples
     else:
-        lengths = draw_lengths(histogram, cfg.sampling.num_samples, cfg.model.max_length, generator)
-    was_training = trainer.model.training
-    with _eval_weights(trainer) as model:
-        model.eval()
-        result = generate(
-            model,
-            trainer.graph,
-            trainer.noise,
-            trainer.alphabet,
-            lengths=lengths,
-            steps=cfg.sampling.steps,
-            predictor=cfg.sampling.predictor,
-            denoise=cfg.sampling.denoise,
-            generator=generator,
-            precision=trainer.precision,
-        )
-    trainer.model.train(was_training)
-    out_dir = trainer.work_dir / "samples"
+        lengths = draw_lengths(length_histogram, settings.num_samples, max_length, generator)
+    result = generate(
+        model,
+        graph,
+        noise,
+        alphabet,
+        lengths=lengths,
+        steps=settings.steps,
+        predictor=settings.predictor,
+        denoise=settings.denoise,
+        generator=generator,
+        precision=precision,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     headers = [
-        f"step{step}_sample{i} length={len(s)} steps={cfg.sampling.steps} predictor={cfg.sampling.predictor}"
+        f"step{step}_sample{i} length={len(s)} steps={settings.steps} predictor={settings.predictor}"
         for i, s in enumerate(result.sequences)
     ]
     write_fasta(out_dir / f"step_{step:08d}.fasta", result.sequences, headers)
-    return sequence_statistics(result.sequences, trainer.splits.summary.residue_frequencies, trainer.alphabet.residues)
+    return sequence_statistics(result.sequences, residue_frequencies, alphabet.residues)
