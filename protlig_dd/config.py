@@ -21,6 +21,8 @@ from protlig_dd.diffusion.noise import build_noise
 
 # model.gelu: "tanh" is GELU's tanh approximation, "erf" the exact GELU.
 GELU_VARIANTS = ("tanh", "erf")
+# data.embedded_train: the training sets shipped in protlig_dd/data/embedded.
+EMBEDDED_TRAIN_SETS = ("swissprot50", "uniref50_17taxa")
 # training.time_sampling: how the noise levels of a micro-batch are drawn.
 TIME_SAMPLINGS = ("stratified", "independent")
 
@@ -97,7 +99,10 @@ class NoiseConfig:
 class DataConfig:
     """Where sequences come from and how they become batches."""
 
-    source: str = ""  # FASTA(.gz)/CSV/TSV/Parquet/JSONL path or HF datasets name; empty = embedded UniRef50 sample
+    source: str = ""  # FASTA(.gz)/CSV/TSV/Parquet/JSONL path or HF datasets name; empty = embedded training set
+    # which embedded training set an empty source means: swissprot50 (35,809 diverse Swiss-Prot 50%
+    # representatives, 12.0M residues) or uniref50_17taxa (the older 5,001-sequence UniRef50 sample)
+    embedded_train: str = "swissprot50"
     format: str = "auto"  # auto, fasta, csv, tsv, parquet, jsonl or hf
     sequence_column: str = "sequence"  # column holding sequences (tabular and HF sources)
     id_column: str = ""  # column holding ids; empty = row number
@@ -129,6 +134,10 @@ class DataConfig:
         _require(0.0 <= self.validation_fraction < 1.0, "data.validation_fraction must be in [0, 1)")
         _require(0.0 <= self.test_fraction < 1.0, "data.test_fraction must be in [0, 1)")
         _require(self.validation_fraction + self.test_fraction < 1.0, "data validation+test fractions must be < 1")
+        _require(
+            self.embedded_train in EMBEDDED_TRAIN_SETS,
+            f"data.embedded_train must be one of {EMBEDDED_TRAIN_SETS}, got {self.embedded_train!r}",
+        )
         _require(self.min_length >= 1, "data.min_length must be >= 1")
         _require(self.tokens_per_batch > 0, "data.tokens_per_batch must be > 0")
         _require(self.num_workers >= 0, "data.num_workers must be >= 0")

@@ -17,7 +17,7 @@ import pytest
 from protlig_dd.data import readers
 from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.data.cache import prepare_cache
-from protlig_dd.data.pipeline import EMBEDDED_TRAIN_FASTA
+from protlig_dd.data.pipeline import EMBEDDED_TRAIN_FASTAS
 from protlig_dd.data.readers import SourceError, SourceSpec, iter_batches, iter_records
 from protlig_dd.data.sources import detect_format
 
@@ -25,7 +25,7 @@ from protlig_dd.data.sources import detect_format
 @pytest.fixture(scope="module")
 def real_records() -> list[tuple[str, str]]:
     """The first 50 real sequences of the embedded FASTA as (id, sequence)."""
-    spec = SourceSpec(str(EMBEDDED_TRAIN_FASTA))
+    spec = SourceSpec(str(EMBEDDED_TRAIN_FASTAS["uniref50_17taxa"]))
     return [(r.id, r.sequence) for r in itertools.islice(iter_records(spec), 50)]
 
 
