@@ -56,6 +56,9 @@ class ModelConfig:
     # each MASK position; the score follows analytically (RADD/MDLM). Sampling can then reuse a
     # network output while a row does not change.
     time_conditioning: bool = True
+    # Odd width of a zero-initialised, segment-aware depthwise convolution added beside attention in
+    # every block (local order for free; see model/local_mixing.py). 0 = none (SEDD's architecture).
+    local_mixing_kernel: int = 0
 
     def __post_init__(self) -> None:
         _require(self.hidden_size > 0 and self.num_heads > 0, "model.hidden_size and num_heads must be > 0")
@@ -68,6 +71,10 @@ class ModelConfig:
         _require(self.max_length > 0, "model.max_length must be > 0")
         _require(self.mlp_ratio > 0, "model.mlp_ratio must be > 0")
         _require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+        _require(
+            self.local_mixing_kernel == 0 or self.local_mixing_kernel % 2 == 1,
+            f"model.local_mixing_kernel must be 0 or odd, got {self.local_mixing_kernel}",
+        )
         _require(self.gelu in GELU_VARIANTS, f"model.gelu must be one of {GELU_VARIANTS}, got {self.gelu!r}")
 
 
@@ -190,6 +197,10 @@ class TrainingConfig:
     # Importance sampling of t toward low mask rates: u = v ** power (v uniform or stratified), each
     # row weighted by du/dv, so the loss stays an unbiased estimate of the same bound. 1 = off.
     time_importance_power: float = 1.0
+    # Start a new run from this model's weights (fine-tuning; the entry point's --init-from): a run dir,
+    # checkpoint folder, export folder or Hub repo id user/name[@revision]. New optimizer, schedule and
+    # step counter; EMA from the loaded weights. Used when a run starts, not when it resumes. "" = random init.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         _require(self.max_steps > 0, "training.max_steps must be > 0")

@@ -26,6 +26,7 @@ from torch import nn
 
 from protlig_dd.config import ModelConfig
 from protlig_dd.diffusion.graphs import score_from_clean_log_probs
+from protlig_dd.model.local_mixing import LocalMixing, neighbour_masks
 from protlig_dd.model.rotary import RotaryAngles, RotaryEmbedding
 from protlig_dd.numerics import log_expm1
 
@@ -141,6 +142,7 @@ class DDiTBlock(nn.Module):
             nn.GELU(approximate="tanh" if cfg.gelu == "tanh" else "none"),
             nn.Linear(cfg.mlp_ratio * dim, dim),
         )
+        self.local = LocalMixing(dim, cfg.local_mixing_kernel) if cfg.local_mixing_kernel else None
         # shift/scale/gate for attention then MLP; zero-initialised (adaLN-Zero).
         self.adaLN_modulation = nn.Linear(cfg.cond_dim, 6 * dim)
         nn.init.zeros_(self.adaLN_modulation.weight)
@@ -152,8 +154,10 @@ class DDiTBlock(nn.Module):
         cond: torch.Tensor,
         angles: RotaryAngles,
         attn_mask: torch.Tensor | None,
+        local_masks: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x (B, L, D) float32 residual stream, cond (B, C), attn_mask (B, 1, L, L) bool or None."""
+        """x (B, L, D) float32 residual stream, cond (B, C), attn_mask (B, 1, L, L) bool or None,
+        local_masks from ``neighbour_masks`` when the block has local mixing."""
         batch, length, dim = x.shape
         # (B, 6D) -> six (B, 1, D): exactly one unsqueeze, checked again inside modulate.
         mods = self.adaLN_modulation(cond)[:, None, :].chunk(6, dim=-1)
@@ -174,6 +178,8 @@ class DDiTBlock(nn.Module):
         attn = attn.transpose(1, 2).reshape(batch, length, dim)  # (B, L, D)
         # Gated residual x + gate * y as one addcmul; it stays float32 (y may be bf16 under autocast).
         x = torch.addcmul(x, gate_msa, dropout(self.attn_out(attn), self.dropout, self.training))
+        if self.local is not None:
+            x = x + self.local(h, local_masks)  # neighbours of the same normalised input as attention
 
         h = modulate(self.norm2(x), shift_mlp, scale_mlp)
         return torch.addcmul(x, gate_mlp, dropout(self.mlp(h), self.dropout, self.training))
@@ -349,8 +355,12 @@ class SEDDTransformer(nn.Module):
             cond = self.sigma_embedder(sigma_bar)  # (B, C)
         else:
             cond = x.new_zeros(batch, self.cfg.cond_dim)  # (B, C): see __init__
+        local_masks = None
+        if self.cfg.local_mixing_kernel:
+            radius = self.cfg.local_mixing_kernel // 2
+            local_masks = neighbour_masks(segment_ids, batch, length, radius, device)  # once for all blocks
         for block in self.blocks:
-            x = block(x, cond, angles, attn_mask)
+            x = block(x, cond, angles, attn_mask, local_masks)
         return self.final(x, cond).float()  # (B, L, network_out)
 
     def _to_log_score(
