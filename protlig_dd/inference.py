@@ -1,12 +1,14 @@
-"""Load a trained run or checkpoint for inference: the small Python API behind the CLIs.
+"""Load a trained model for inference: the small Python API behind the CLIs.
 
     >>> from protlig_dd.inference import load_model
     >>> loaded = load_model("runs/quickstart")              # a run dir (latest checkpoint) or a step folder
+    >>> loaded = load_model("exports/quickstart")           # an export folder (protlig-dd export)
+    >>> loaded = load_model("someone/protlig-small@v1")     # a Hugging Face Hub repo id (protlig_dd.hub)
     >>> result = loaded.sample(lengths=[120, 200], steps=128)
     >>> print(result.sequences)
 
-A checkpoint folder is self-contained: its config, alphabet and training length histogram are
-inside, so nothing else is needed.
+A checkpoint folder and an export folder are self-contained: config, alphabet and training length
+histogram are inside, so nothing else is needed.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.diffusion.graphs import Graph
 from protlig_dd.diffusion.noise import NoiseSchedule
 from protlig_dd.generation import GenerationResult, draw_lengths, generate
+from protlig_dd.hub import MODEL_REFERENCE_HELP, ModelSource, resolve_model
 from protlig_dd.model.ema import EMA
 from protlig_dd.model.precision import PRECISIONS, compile_supported, resolve_precision
 from protlig_dd.model.transformer import SEDDTransformer
+from protlig_dd.model_folder import WEIGHTS_FILE, config_of, read_model_config, read_weights
 from protlig_dd.training import checkpoint as ckpt
 from protlig_dd.training.builders import build_diffusion, build_model
 from protlig_dd.training.distributed import resolve_device
@@ -42,7 +46,7 @@ class LoadedModel:
     noise: NoiseSchedule
     alphabet: Alphabet
     config: Config
-    checkpoint: Path
+    checkpoint: Path  # the checkpoint folder or export folder the weights came from
     step: int
     uses_ema: bool
     precision: str
@@ -51,6 +55,7 @@ class LoadedModel:
     meta: dict[str, Any]
     # What sampling and scoring call: ``model`` itself, or torch.compile(model) (load_model(compile=True)).
     network: torch.nn.Module
+    source: ModelSource | None = None  # the name it was loaded by and where that resolved to
 
     @property
     def compiled(self) -> bool:
@@ -107,6 +112,34 @@ class LoadedModel:
         )
 
 
+def _read_config(source: ModelSource) -> tuple[Config, dict[str, Any]]:
+    """(config, meta): meta.json of a checkpoint, or config.json of an export (the same key names)."""
+    if source.kind == "export":
+        data = read_model_config(source.folder)
+        return config_of(data, source.folder), data
+    meta = ckpt.read_meta(source.folder)
+    return ckpt.read_config(source.folder), meta
+
+
+def _read_weights(source: ModelSource, meta: dict[str, Any], use_ema: bool) -> tuple[dict[str, Any], bool, Path]:
+    """(weights, whether they are the EMA ones, the file they came from, named in errors)."""
+    if source.kind == "export":  # one set of weights; config.json says which
+        return read_weights(source.folder), meta.get("weights") == "ema", source.folder / WEIGHTS_FILE
+    path = source.folder / "model.pt"
+    state = ckpt.load_file(path)
+    has_ema = "ema" in state and use_ema
+    try:
+        return (EMA.model_state_dict(state["ema"]) if has_ema else state["model"]), has_ema, path
+    except (KeyError, ValueError) as err:
+        raise ckpt.CheckpointError(f"{path}: no model weights ({err})") from None
+
+
+def load_model_config(path: str | Path) -> tuple[Config, ModelSource]:
+    """The run config of a named model (see ``load_model``) and where it is, without reading weights."""
+    source = resolve_model(path)
+    return _read_config(source)[0], source
+
+
 def load_model(
     path: str | Path,
     device: str = "auto",
@@ -114,28 +147,28 @@ def load_model(
     use_ema: bool = True,
     compile: bool = False,
 ) -> LoadedModel:
-    """Load a checkpoint folder (or a run dir's latest complete checkpoint) onto ``device``.
+    """Load a model by name onto ``device``: a run dir (its latest complete checkpoint), a checkpoint
+    folder, an export folder or a Hugging Face Hub repo id ``user/name[@revision]`` (protlig_dd.hub).
 
-    ``compile``: sample and score through ``torch.compile(model)``. Inductor fuses the elementwise
-    work around the matmuls (1.2-1.8x faster sampling on a CPU); each new batch shape costs a
-    compilation (seconds to tens of seconds, cached on disk), so it pays on long jobs. Needs a
-    C++ compiler on CPU; not available on MPS (ValueError).
+    ``use_ema``: the EMA weights of a checkpoint when it has them (an export holds one set, EMA
+    unless exported with --raw-weights). ``compile``: sample and score through
+    ``torch.compile(model)``. Inductor fuses the elementwise work around the matmuls (1.2-1.8x faster
+    sampling on a CPU); each new batch shape costs a compilation (seconds to tens of seconds, cached
+    on disk), so it pays on long jobs. Needs a C++ compiler on CPU; not available on MPS (ValueError).
     """
-    folder = ckpt.resolve_checkpoint(path)
-    meta = ckpt.read_meta(folder)
-    cfg = ckpt.read_config(folder)
-    alphabet = Alphabet.from_dict(meta["alphabet"])
     torch_device = resolve_device(device)
-    # Before reading the weights: a large checkpoint should not load only to be refused.
+    # Before reading (or downloading) the weights: a large model should not load only to be refused.
     if compile and not compile_supported(torch_device):
         raise ValueError(f"compile: torch.compile is not supported on {torch_device}; run without it")
+    source = resolve_model(path)
+    cfg, meta = _read_config(source)
+    alphabet = Alphabet.from_dict(meta["alphabet"])
+    weights, uses_ema, weights_file = _read_weights(source, meta, use_ema)
     model = build_model(cfg, alphabet)
-    state = ckpt.load_file(folder / "model.pt")
-    has_ema = "ema" in state and use_ema
     try:
-        model.load_state_dict(EMA.model_state_dict(state["ema"]) if has_ema else state["model"])
+        model.load_state_dict(weights)
     except (KeyError, RuntimeError, ValueError) as err:
-        raise ckpt.CheckpointError(f"{folder / 'model.pt'}: does not fit the model of its config ({err})") from None
+        raise ckpt.CheckpointError(f"{weights_file}: does not fit the model of its config ({err})") from None
     model.to(torch_device).eval()
     graph, noise = build_diffusion(cfg, alphabet)
     summary = meta.get("data_summary", {})
@@ -145,20 +178,21 @@ def load_model(
         noise=noise,
         alphabet=alphabet,
         config=cfg,
-        checkpoint=folder,
+        checkpoint=source.folder,
         step=int(meta["step"]),
-        uses_ema=has_ema,
+        uses_ema=uses_ema,
         precision=resolve_precision(precision, torch_device),
         length_histogram=summary.get("length_histogram", {"lengths": [], "counts": []}),
         residue_frequencies=np.asarray(summary.get("residue_frequencies", []), dtype=np.float64),
         meta=meta,
         network=torch.compile(model) if compile else model,
+        source=source,
     )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The --checkpoint, --device, --precision and --compile options of the sample, score and evaluate CLIs."""
-    parser.add_argument("--checkpoint", required=True, help="run dir (latest checkpoint) or step folder")
+    parser.add_argument("--checkpoint", required=True, metavar="MODEL", help=MODEL_REFERENCE_HELP)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument(

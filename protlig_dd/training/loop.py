@@ -38,6 +38,7 @@ from protlig_dd.data.unigram import unigram_perplexity
 from protlig_dd.diffusion.loss import score_entropy_loss
 from protlig_dd.model.score_function import bind_batch
 from protlig_dd.training import checkpoint as ckpt
+from protlig_dd.training import init_from
 from protlig_dd.training.components import build_components, evaluation_weights
 from protlig_dd.training.distributed import (
     DistInfo,
@@ -452,6 +453,8 @@ def train(cfg: Config, options: RunOptions) -> dict[str, float]:
             lock.acquire()
             ckpt.remove_incomplete(work_dir)
         saved = _resume_from(cfg, options, info)
+        # Before the earlier run is moved aside and the data prepared: a model that does not fit fails now.
+        initial = init_from.load_initial_model(cfg, info, resuming=saved is not None)
         if info.is_main and saved is None and has_previous_run(work_dir):
             archived = archive_previous_run(work_dir)
             logger.info("moved the earlier run in %s aside to %s", work_dir, archived)
@@ -460,9 +463,15 @@ def train(cfg: Config, options: RunOptions) -> dict[str, float]:
         try:
             if info.is_main:
                 (work_dir / "config.yaml").write_text(trainer.components.config_yaml)
+            origin = saved.meta.get("initialized_from") if saved is not None else None
             if saved is not None:
                 trainer.load(saved)
                 del saved  # the loaded copies are in the model and optimizer now
+            elif initial is not None:
+                origin = init_from.initialize(trainer.components, initial)
+                del initial
+            if origin is not None:  # every checkpoint of a fine-tuned run says where it started
+                trainer._run_meta["initialized_from"] = origin
             return trainer.run()
         finally:
             # Free the DDP/FSDP wrapper while the process group still exists: a gloo group destroyed

@@ -2,8 +2,10 @@
 
     python -m protlig_dd.training.run_train_uniref50_optimized --work_dir DIR --config FILE
         [--fresh] [--resume [CHECKPOINT]] [--device auto|cpu|cuda|mps] [--seed N]
-        [--datafile PATH] [--set section.key=value ...] [--wandb-mode online|offline|disabled]
+        [--datafile PATH] [--init-from MODEL] [--set section.key=value ...] [--wandb-mode online|offline|disabled]
 
+--init-from MODEL (training.init_from) starts a new run from a model's weights (fine-tuning; see
+training/init_from.py); without --config the model's own config is the starting point.
 Without --fresh/--resume it resumes the latest complete checkpoint in DIR, or starts fresh when
 there is none. --fresh never deletes: an earlier run in DIR is moved to DIR/archived_runs/.
 Exit codes: 0 done, 1 training failed or a checkpoint/data cache could not be written (disk full:
@@ -22,7 +24,8 @@ from pathlib import Path
 from protlig_dd.config import Config, ConfigError, load_config
 from protlig_dd.data.alphabet import UnknownResidueError
 from protlig_dd.durable_io import WriteFailedError
-from protlig_dd.training.checkpoint import CheckpointError, resolve_checkpoint
+from protlig_dd.training.checkpoint import CheckpointError, latest_checkpoint, resolve_checkpoint
+from protlig_dd.training.init_from import starting_config
 from protlig_dd.training.loop import RunOptions, TrainingError, TrainingInterrupted, train
 from protlig_dd.training.run_dir import RunLockedError
 
@@ -52,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--seed", type=int, help="overrides training.seed")
     parser.add_argument("--datafile", help="overrides data.source (FASTA/CSV/Parquet/JSONL path or dataset name)")
+    parser.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start a new run from this model's weights (sets training.init_from): run dir, checkpoint folder, "
+        "export folder or Hub repo id user/name[@revision]",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -87,7 +96,13 @@ def resolve_config(args: argparse.Namespace) -> Config:
         overrides.append(f"training.seed={args.seed}")
     if args.datafile is not None:
         overrides.append(f"data.source={args.datafile}")
+    if args.init_from is not None:
+        if args.resume is not None:
+            raise ConfigError("--init-from starts a new run; it cannot be combined with --resume")
+        overrides.append(f"training.init_from={args.init_from}")
     config_path = args.config
+    if config_path is None and args.init_from and (args.fresh or latest_checkpoint(Path(args.work_dir)) is None):
+        return starting_config(args.init_from, overrides)
     if config_path is None:
         if args.fresh:
             raise ConfigError("--config is required with --fresh")
