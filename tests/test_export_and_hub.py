@@ -37,6 +37,12 @@ def _fingerprint(path: Path | str) -> tuple[list[str], list[float]]:
     return sequences, [s.nll for s in report.scores]
 
 
+def _sample_args(checkpoint: str, out: Path) -> list[str]:
+    """Arguments of the sample CLI: 3 sequences of 15 residues, 4 steps, seed 0."""
+    return ["--checkpoint", checkpoint, "--num", "3", "--length", "15", "--steps", "4", "--device", "cpu",
+            "--precision", "fp32", "--out", str(out)]  # fmt: skip
+
+
 def _sequences(fasta: Path) -> list[str]:
     return [line for line in fasta.read_text().splitlines() if not line.startswith(">")]
 
@@ -163,49 +169,11 @@ def test_repo_id_loads_from_an_offline_hub_cache(exported: Path, tmp_path: Path)
     cache = tmp_path / "hub"
     populate_hub_cache(cache, "someone/tiny-model", exported)
     local = tmp_path / "local.fasta"
-    assert (
-        sample.main(
-            [
-                "--checkpoint",
-                str(exported),
-                "--num",
-                "3",
-                "--length",
-                "15",
-                "--steps",
-                "4",
-                "--device",
-                "cpu",
-                "--precision",
-                "fp32",
-                "--out",
-                str(local),
-            ]
-        )
-        == 0
-    )
+    assert sample.main(_sample_args(str(exported), local)) == 0
     for name in ("someone/tiny-model", f"someone/tiny-model@{FAKE_COMMIT}"):
         out = tmp_path / f"{name.replace('/', '_')}.fasta"
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "protlig_dd.sample",
-                "--checkpoint",
-                name,
-                "--num",
-                "3",
-                "--length",
-                "15",
-                "--steps",
-                "4",
-                "--device",
-                "cpu",
-                "--precision",
-                "fp32",
-                "--out",
-                str(out),
-            ],
+            [sys.executable, "-m", "protlig_dd.sample", *_sample_args(name, out)],
             env=offline_env(cache),
             capture_output=True,
             text=True,
