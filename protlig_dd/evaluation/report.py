@@ -38,7 +38,7 @@ from protlig_dd.data.cache import read_meta as read_cache_meta
 from protlig_dd.data.fasta_writer import write_fasta
 from protlig_dd.data.pipeline import (
     EMBEDDED_COMPOSITION_REFERENCE,
-    EMBEDDED_TRAIN_FASTA,
+    embedded_train_specs,
     embedded_validation_specs,
     open_prepared_source,
     source_spec,
@@ -133,8 +133,8 @@ def training_reference(loaded: LoadedModel, options: EvaluationOptions) -> tuple
     limit = options.max_reference_sequences
     name = options.train_data or loaded.config.data.source
     if not name:
-        spec = SourceSpec(str(EMBEDDED_TRAIN_FASTA), format="fasta")
-        name = "embedded UniRef50 training sample"
+        (spec,) = embedded_train_specs(loaded.config.data.embedded_train)
+        name = f"embedded training set {loaded.config.data.embedded_train}"
     elif read_cache_meta(name) is not None:  # a cache made by `python -m protlig_dd.data.prepare`
         cache = open_prepared_source(Path(name), loaded.alphabet)
         count = min(limit, len(cache))
