@@ -92,7 +92,8 @@ def export(args: argparse.Namespace) -> Path:
         evaluation=heldout_evaluation(loaded, args),
     )
     license_tag = args.license or default_license(config)
-    card = model_card(config, name=args.push_to_hub or str(args.out), license_tag=license_tag)
+    name = args.push_to_hub or str(args.out)
+    card = model_card(config, name=name, title=args.push_to_hub or Path(args.out).name, license_tag=license_tag)
     out = write_model_folder(Path(args.out), loaded.model.state_dict(), config, card)
     print(f"exported {source.reference} (step {loaded.step}, {weights} weights) to {out}")
     return out

@@ -134,8 +134,8 @@ def _how_to_load(name: str) -> list[str]:
     ]
 
 
-def model_card(config: dict[str, Any], *, name: str, license_tag: str) -> str:
-    """The README.md text for an export with ``config`` (config.json), loaded as ``name``."""
+def model_card(config: dict[str, Any], *, name: str, title: str, license_tag: str) -> str:
+    """The README.md text for an export with ``config`` (config.json), titled ``title``, loaded as ``name``."""
     model, run = config["model"], config["run_config"]
     sampling, training, optim = run["sampling"], run["training"], run["optim"]
     histogram = config.get("data_summary", {}).get("length_histogram", {})
@@ -148,7 +148,7 @@ def model_card(config: dict[str, Any], *, name: str, license_tag: str) -> str:
         "tags: [protein, protein-language-model, discrete-diffusion, sedd, biology]",
         "---",
         "",
-        f"# {name}",
+        f"# {title}",
         "",
         f"A SEDD discrete-diffusion protein language model (Lou, Meng & Ermon, ICML 2024) trained with "
         f"protlig_dd {config['protlig_dd_version']}: {config.get('num_parameters', 0):,} "
