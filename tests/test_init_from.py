@@ -37,8 +37,8 @@ def _log(work_dir: Path) -> str:
 
 def test_new_run_starts_from_the_weights(tiny_run: Path, tmp_path: Path, shared_cache_dir: Path) -> None:
     """With another seed (another random initialisation) and a learning rate too small to move
-    anything, the fine-tuned run's weights and EMA are the model's; the step counter and optimizer start anew (step 2 after 2 steps, not 4); config.yaml and
-    meta.json record where the run started."""
+    anything, the fine-tuned run's weights and EMA are the model's; the step counter and optimizer
+    start anew (step 2 after 2 steps, not 4); config.yaml and meta.json record where the run started."""
     start = load_model(tiny_run, device="cpu", precision="fp32").model.state_dict()
     work = tmp_path / "ft"
     assert _train(work, shared_cache_dir, "--init-from", str(tiny_run), "--seed", "7", extra=("optim.lr=1e-12",)) == 0
