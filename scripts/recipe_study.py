@@ -7,6 +7,8 @@ UniRef50 validation sequences and the shuffled control). A spec file (JSON) list
     {"cpu": "AMD EPYC (2 cores, no AMX)",
      "rows": [{"label": "...", "run": "runs/R1", "command": "...", "tokens_per_s": 9800, "note": "..."}]}
 
+(``"report"``: another path of the report.json, relative to ``--root``.)
+
 ``tokens_per_s`` is the training throughput of that config measured alone on the named CPU with both
 cores (the runs of the study themselves may have shared the machine); wall-clock minutes are
 tokens / tokens_per_s. The script prints a markdown table, and writes it with a JSON copy and a plot
@@ -43,9 +45,9 @@ def read_curve(run: Path) -> list[dict[str, float]]:
     return curve
 
 
-def read_report(run: Path) -> dict[str, Any]:
-    """Bound, baselines, shuffled control and sample statistics of ``run/eval/report.json``."""
-    report = json.loads((run / "eval" / "report.json").read_text())
+def read_report(path: Path) -> dict[str, Any]:
+    """Bound, baselines, shuffled control and sample statistics of an evaluation ``report.json``."""
+    report = json.loads(path.read_text())
     validation = report["validation"]
     control = validation["shuffle_control"]
     samples = report.get("samples", {})
@@ -72,7 +74,8 @@ def collect(spec: dict[str, Any], root: Path) -> list[dict[str, Any]]:
         curve = read_curve(run)
         for point in curve:
             point["minutes"] = point["tokens"] / entry["tokens_per_s"] / 60.0
-        record = {**entry, "curve": curve, "report": read_report(run)}
+        report = root / entry["report"] if "report" in entry else run / "eval" / "report.json"
+        record = {**entry, "curve": curve, "report": read_report(report)}
         record["tokens"] = curve[-1]["tokens"] if curve else 0.0
         record["minutes"] = record["tokens"] / entry["tokens_per_s"] / 60.0
         rows.append(record)
