@@ -17,13 +17,11 @@ from dataclasses import dataclass
 import torch
 
 from protlig_dd.data.alphabet import Alphabet
-from protlig_dd.diffusion.cached_score import CachedCleanScore
-from protlig_dd.diffusion.graphs import Graph, ScoreFn
+from protlig_dd.diffusion.graphs import Graph
 from protlig_dd.diffusion.noise import NoiseSchedule
 from protlig_dd.diffusion.samplers import sample
 from protlig_dd.diffusion.templates import template_batch, templates_from_lengths
-from protlig_dd.model.precision import autocast_context
-from protlig_dd.model.score_function import batch_layout, make_score_fn
+from protlig_dd.model.score_function import batch_layout, make_sampling_score_fn
 
 
 @dataclass
@@ -117,10 +115,7 @@ def generate(
         layout = template_batch(templates[rows, :width], alphabet.pad_id)
         segment_ids, positions = batch_layout(layout)
         segment_ids, positions = _to(segment_ids, device), _to(positions, device)
-        if getattr(model, "time_conditioning", True):
-            score = counted = _CountedScore(make_score_fn(model, segment_ids, positions, precision, device), len(rows))
-        else:
-            score = counted = _cached_score(model, segment_ids, positions, precision, device, graph, cache)
+        score = make_sampling_score_fn(model, segment_ids, positions, precision, device, len(rows), cache)
         chunk = sample(
             score,
             graph,
@@ -132,46 +127,8 @@ def generate(
             generator=generator,
         )
         tokens[rows, :width] = chunk.cpu()
-        if counted.passes is not None:
-            passes[rows] = counted.passes.cpu()
+        if score.passes is not None:
+            passes[rows] = score.passes.cpu()
         if on_chunk is not None:
             on_chunk(len(rows))
     return GenerationResult(tokens=tokens, sequences=alphabet.decode_batch(tokens.tolist()), network_passes=passes)
-
-
-class _CountedScore:
-    """A plain score function that counts its calls (every call is one pass over every row)."""
-
-    def __init__(self, score: ScoreFn, num_rows: int) -> None:
-        self.score = score
-        self.num_rows = num_rows
-        self.passes: torch.Tensor | None = None
-
-    def __call__(self, x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
-        if self.passes is None:
-            self.passes = torch.zeros(self.num_rows, dtype=torch.int64)
-        self.passes += 1
-        return self.score(x_t, sigma_bar)
-
-
-def _cached_score(
-    model: torch.nn.Module,
-    segment_ids: torch.Tensor | None,
-    positions: torch.Tensor | None,
-    precision: str,
-    device: torch.device,
-    graph: Graph,
-    use_cache: bool,
-) -> CachedCleanScore:
-    """The caching score function of a time-agnostic model over one chunk's layout."""
-
-    def clean(x_rows: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        seg = None if segment_ids is None else segment_ids[rows]
-        pos = None if positions is None else positions[rows]
-        with autocast_context(precision, device):
-            return model.clean_log_probs(x_rows, seg, pos)
-
-    def to_score(log_p: torch.Tensor, x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
-        return model.log_score_from_clean(log_p, x_t, sigma_bar, segment_ids)
-
-    return CachedCleanScore(clean, to_score, mask_id=graph.num_residues, use_cache=use_cache)

@@ -63,3 +63,15 @@ class CachedCleanScore:
         self._tokens = x_t.clone()
         assert self._log_p is not None
         return self.to_score(self._log_p, x_t, sigma_bar)
+
+
+class CountedScore:
+    """A plain score function that counts its calls: every call is one network pass over every row."""
+
+    def __init__(self, score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], num_rows: int) -> None:
+        self.score = score
+        self.passes = torch.zeros(num_rows, dtype=torch.int64)  # (B,) network passes per row
+
+    def __call__(self, x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
+        self.passes += 1
+        return self.score(x_t, sigma_bar)

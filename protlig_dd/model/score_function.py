@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from protlig_dd.data.batch import Batch
+from protlig_dd.diffusion.cached_score import CachedCleanScore, CountedScore
 from protlig_dd.diffusion.graphs import Graph, ScoreFn
 from protlig_dd.diffusion.likelihood import SequenceBounds, likelihood_bound, use_antithetic
 from protlig_dd.diffusion.noise import NoiseSchedule
@@ -42,6 +43,35 @@ def make_score_fn(
             return model(x_t, sigma_bar, segment_ids, positions)
 
     return score
+
+
+def make_sampling_score_fn(
+    model: torch.nn.Module,
+    segment_ids: torch.Tensor | None,
+    positions: torch.Tensor | None,
+    precision: str,
+    device: torch.device,
+    num_rows: int,
+    use_cache: bool = True,
+) -> CountedScore | CachedCleanScore:
+    """The score function a sampler calls, counting network passes per row (``.passes``).
+
+    A time-agnostic model (``model.time_conditioning`` false) gets the caching score function: a
+    row's network output is reused while the row does not change (``diffusion.cached_score``); a
+    time-conditioned model is run at every step (``make_score_fn``).
+    """
+    if getattr(model, "time_conditioning", True):
+        return CountedScore(make_score_fn(model, segment_ids, positions, precision, device), num_rows)
+
+    def clean(x_rows: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        layout = [None if t is None else t[rows] for t in (segment_ids, positions)]
+        with autocast_context(precision, device):
+            return model.clean_log_probs(x_rows, *layout)
+
+    def to_score(log_p: torch.Tensor, x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
+        return model.log_score_from_clean(log_p, x_t, sigma_bar, segment_ids)
+
+    return CachedCleanScore(clean, to_score, mask_id=model.num_residues, use_cache=use_cache)
 
 
 def bind_batch(
