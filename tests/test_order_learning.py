@@ -1,14 +1,15 @@
-"""A model trained on the embedded data prefers real residue order (issue 5 acceptance; slow).
+"""A model trained on the embedded data prefers real residue order (issues 5 and 13 acceptance; slow).
 
-This trains the quick-start recipe (configs/config_quickstart_cpu.yaml: 3,000 steps, about 15-20
-minutes on 2 CPU cores) and scores the 996 held-out random UniRef50 sequences of the embedded
-validation sample against the same sequences with their residues shuffled, with the same noise
-draws (evaluation.shuffle_control). Shuffling keeps every sequence's length and composition, so only
-a model that learned something about residue order scores the real sequences better.
+This trains the quick-start recipe (configs/config_quickstart_cpu.yaml) for a fixed 1,000 steps
+(4.1M tokens, about what its 8-minute budget reaches on a 2-core CPU; a step count keeps the test
+independent of the machine's speed) and scores the 996 held-out random UniRef50 sequences of the
+embedded validation sample against the same sequences with their residues shuffled, with the same
+noise draws (evaluation.shuffle_control). Shuffling keeps every sequence's length and composition,
+so only a model that learned something about residue order scores the real sequences better.
 
-Why slow: on this data a 1M-parameter model first learns composition only (a model stopped at
-600-1,000 steps scores real and shuffled alike, within 0.005 nats per residue); order is picked up
-after roughly 1,000-2,000 steps. The fast stand-in for the mechanism (a toy motif set) is
+Why slow: a 1M-parameter model first learns composition; the recipe's local mixing and the diverse
+data make it use order within a few million tokens (docs/recipes.md: +0.0214 nats per residue,
+z 8.6, for the README run). The fast stand-in for the mechanism (a toy motif set) is
 tests/test_score_cli.py::test_scores_see_residue_order_of_a_learned_pattern.
 """
 
@@ -48,6 +49,8 @@ def test_quickstart_model_scores_real_heldout_better_than_shuffled(
 ) -> None:
     overrides = [
         f"data.cache_dir={shared_cache_dir}",
+        "training.max_minutes=0",  # a step count, not the wall-clock budget: the same run on any machine
+        "training.max_steps=1000",
         "eval.every=0",  # the control below is the evaluation
         "sampling.every=0",
         "checkpoint.every=1000",
@@ -63,4 +66,4 @@ def test_quickstart_model_scores_real_heldout_better_than_shuffled(
         loaded, tokens, [r.id for r in records], samples_per_sequence=4, batch_size=64, seed=0
     )
     assert control.num_sequences == 996
-    assert control.difference_per_residue > 0 and control.z > 3, control.describe()
+    assert control.difference_per_residue > 0.01 and control.z > 5, control.describe()
