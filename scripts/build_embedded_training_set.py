@@ -60,8 +60,8 @@ def read_validation() -> list[tuple[str, str]]:
     return records
 
 
-def write_fasta(path: Path, records: list[tuple[str, str]], width: int = 0) -> None:
-    """Plain FASTA, one sequence per line (``width`` 0) or wrapped."""
+def write_fasta(path: Path, records: list[tuple[str, str]]) -> None:
+    """Plain FASTA, one sequence per line (MMSeqs2's input)."""
     with open(path, "w") as handle:
         for name, sequence in records:
             handle.write(f">{name}\n{sequence}\n")
@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         total += len(record[1])
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz:
+    with open(args.out, "wb") as raw, gzip.GzipFile(
+        filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0
+    ) as gz:
         for name, sequence in chosen:
             gz.write(f">{name}\n{sequence}\n".encode())
     lengths = sorted(len(s) for _, s in chosen)

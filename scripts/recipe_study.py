@@ -97,7 +97,8 @@ def markdown_table(rows: list[dict[str, Any]], cpu: str) -> str:
         lines.append(
             f"| {row['label']} | {row['tokens'] / 1e6:.1f}M | {row['minutes']:.1f} | "
             f"{rep['bound']:.3f} ± {rep['bound_stderr']:.3f} | {rep['unigram']:.2f} | "
-            f"{rep['shuffle_diff']:+.4f} ± {rep['shuffle_stderr']:.4f} | {rep['shuffle_z']:.1f} | {row.get('note', '')} |"
+            f"{rep['shuffle_diff']:+.4f} ± {rep['shuffle_stderr']:.4f} | {rep['shuffle_z']:.1f} | "
+            f"{row.get('note', '')} |"
         )
     return "\n".join(lines)
 

@@ -23,9 +23,17 @@ from protlig_dd.diffusion.loss import score_entropy_loss
 from protlig_dd.diffusion.samplers import sample
 from protlig_dd.diffusion.templates import template_batch, templates_from_lengths
 from protlig_dd.generation import generate
-from protlig_dd.model.rotary import RotaryEmbedding, apply_rotary, apply_rotary_rolled, signed_sin
+from protlig_dd.model.fast_ops import (
+    DROPOUT_LEVELS,
+    apply_rotary,
+    apply_rotary_rolled,
+    dropout,
+    dropout_reference,
+    signed_sin,
+)
+from protlig_dd.model.rotary import RotaryEmbedding
 from protlig_dd.model.score_function import batch_layout, make_score_fn
-from protlig_dd.model.transformer import DROPOUT_LEVELS, SEDDTransformer, dropout
+from protlig_dd.model.transformer import SEDDTransformer
 from protlig_dd.training.builders import build_diffusion, build_model, build_optimizer
 
 ALPHABET = Alphabet()
@@ -251,6 +259,13 @@ def test_cpu_dropout_drops_with_probability_p_and_stays_unbiased(p: float) -> No
     torch.manual_seed(11)
     assert torch.equal(dropout(x, p, True), y)
     assert dropout(x, p, False) is x and dropout(x, 0.0, True) is x
+    # The plain reference drops at the same rate and scales kept values the same way.
+    torch.manual_seed(11)
+    reference = dropout_reference(x.detach(), p, True)
+    assert abs(float((reference == 0).float().mean()) - p) < 4 * (p * (1 - p) / reference.numel()) ** 0.5
+    ref_kept = reference[reference != 0]
+    torch.testing.assert_close(ref_kept, torch.full_like(ref_kept, 2.0 / (1 - p)))
+    assert abs(2.0 / (1 - p) - 2.0 / (1 - effective)) < 1e-4  # the same scale up to the 16-bit rounding of p
 
 
 def _load_benchmark_module():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 
 import torch
-
 from conftest import REPO_ROOT
+
 from protlig_dd.config import ModelConfig
 from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.data.batch import Batch

@@ -2,8 +2,9 @@
 
 One t per row (all sequences packed in a row share t, so the model's adaLN conditioning stays per
 row): t = (1 - eps) u + eps with u uniform, drawn independently, stratified across the rows, or
-importance-sampled with exact weights (``TimeSampling``). Each real position is corrupted independently, the score function sees
-x_t and sigma_bar(t), and the row's loss is sigma_bar'(t) * sum over its real positions of l_i.
+importance-sampled with exact weights (``TimeSampling``). Each real position is corrupted
+independently, the score function sees x_t and sigma_bar(t), and the row's loss is
+sigma_bar'(t) * sum over its real positions of l_i.
 Padding is never corrupted and never counts.
 """
 

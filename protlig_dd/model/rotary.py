@@ -31,6 +31,8 @@ from functools import cache
 import torch
 from torch import nn
 
+from protlig_dd.model.fast_ops import apply_rotary_rolled, signed_sin
+
 logger = logging.getLogger(__name__)
 
 FusedRotaryFn = Callable[..., torch.Tensor]
@@ -51,31 +53,6 @@ def fused_rotary_kernel() -> FusedRotaryFn | None:
         logger.warning("flash_attn is installed but its rotary kernel does not import (%s); plain RoPE", err)
         return None
     return module.apply_rotary_emb
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """[x1, x2] -> [-x2, x1] on the last dimension (halves, not interleaved pairs)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` (..., head_dim) by angles whose cos/sin broadcast against it (reference form)."""
-    return x * cos + rotate_half(x) * sin
-
-
-def signed_sin(sin: torch.Tensor) -> torch.Tensor:
-    """[-sin1, sin2] of a (..., head_dim) sine table.
-
-    rotate_half(x) * sin == roll(x, d/2) * signed_sin(sin), since roll(x, d/2) = [x2, x1].
-    """
-    first, second = sin.chunk(2, dim=-1)
-    return torch.cat((-first, second), dim=-1)
-
-
-def apply_rotary_rolled(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
-    """``apply_rotary`` with the sign folded into ``sin_signed``: x * cos + roll(x, d/2) * sin_signed."""
-    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin_signed)
 
 
 @dataclass
@@ -113,11 +90,6 @@ class RotaryEmbedding(nn.Module):
         self._tables: dict[
             tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
         ] = {}
-
-    @property
-    def has_fused_kernel(self) -> bool:
-        """True when a fused kernel was selected (it still runs only on CUDA, unpacked)."""
-        return self._fused_fn is not None
 
     def table(
         self, length: int, device: torch.device, dtype: torch.dtype

@@ -26,6 +26,7 @@ from torch import nn
 
 from protlig_dd.config import ModelConfig
 from protlig_dd.diffusion.graphs import score_from_clean_log_probs
+from protlig_dd.model.fast_ops import dropout
 from protlig_dd.model.local_mixing import LocalMixing, neighbour_masks
 from protlig_dd.model.rotary import RotaryAngles, RotaryEmbedding
 from protlig_dd.numerics import log_expm1
@@ -34,10 +35,6 @@ from protlig_dd.numerics import log_expm1
 SIGMA_FREQUENCY_DIM = 256
 # Longest period of those features; sigma_bar lives in about [1e-4, 20].
 SIGMA_MAX_PERIOD = 10000.0
-# CPU dropout draws one 16-bit random integer per element: the drop probability is p rounded to a
-# multiple of 1 / DROPOUT_LEVELS.
-DROPOUT_LEVELS = 1 << 16
-
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN modulation x * (1 + scale) + shift, with x (B, L, D) and shift/scale (B, 1, D).
@@ -54,30 +51,6 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
             f"got {tuple(shift.shape)} and {tuple(scale.shape)}"
         )
     return torch.addcmul(shift, x, 1 + scale)  # one fused pass over (B, L, D)
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout like ``F.dropout``, with a cheaper random mask on the CPU.
-
-    torch's CPU dropout draws a random double per element from its serial generator (the parallel
-    MKL path is taken on Intel CPUs only), which costs about as much as the block's largest matmul
-    on small models. Here one 64-bit draw gives four 16-bit integers and an element is kept when its
-    integer clears a threshold: the drop probability is p rounded to a multiple of 1/65536 (0.1 ->
-    0.100006) and kept values are scaled by the exact 1 / (1 - that probability), so the layer stays
-    unbiased. Other devices (CUDA's fused Philox kernel) and torch.compile (inductor's own RNG), and
-    a p too small for 16 bits, use ``F.dropout``.
-    """
-    if not training or p == 0.0:
-        return x
-    drop_levels = round(p * DROPOUT_LEVELS)
-    if x.device.type != "cpu" or torch.compiler.is_compiling() or not 0 < drop_levels < DROPOUT_LEVELS:
-        return F.dropout(x, p, True)
-    num = x.numel()
-    int64 = torch.iinfo(torch.int64)
-    words = torch.randint(int64.min, int64.max, ((num + 3) // 4,), dtype=torch.int64, device=x.device)
-    levels = words.view(torch.int16)[:num].view(x.shape)  # uniform on [-32768, 32767]
-    keep = levels >= drop_levels - DROPOUT_LEVELS // 2  # P(keep) = 1 - drop_levels / DROPOUT_LEVELS
-    return (x * keep).mul_(DROPOUT_LEVELS / (DROPOUT_LEVELS - drop_levels))
 
 
 def sigma_features(sigma_bar: torch.Tensor, dim: int, max_period: float = SIGMA_MAX_PERIOD) -> torch.Tensor:
