@@ -165,7 +165,7 @@ def test_novelty_reference_from_a_prepared_cache(tiny_run: Path, shared_cache_di
     """--train-data may be a prepared cache directory: it gives the same sequences as the FASTA it was
     made from (the run's default reference)."""
     loaded = load_model(tiny_run, device="cpu", precision="fp32")
-    (cache,) = sorted(shared_cache_dir.glob("train-*"))
+    (cache,) = sorted(shared_cache_dir.glob("train-swissprot50_train*"))  # the tiny run's (default) training data
     from_cache = training_reference(
         loaded, EvaluationOptions(train_data=str(cache), max_reference_sequences=50)
     )
