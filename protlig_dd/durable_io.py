@@ -63,7 +63,9 @@ def write_file(path: Path, write: Callable[[Any], object]) -> None:
             recorder = _RecordingWriter(handle)
             try:
                 write(recorder)
-            except Exception:
+            except (OSError, RuntimeError):
+                # torch.save reports a failed write (e.g. ENOSPC) as a RuntimeError: raise the OSError the
+                # recorder saw instead, so callers see which errno and file. Anything else propagates as is.
                 if recorder.error is not None:
                     raise recorder.error from None
                 raise

@@ -57,7 +57,7 @@ class CachedCleanScore:
             self._log_p = self.clean_fn(x_t, rows).float()
         elif rows.numel() > 0:
             assert self._log_p is not None
-            self._log_p = self._log_p.clone()
+            # In place: to_score builds a new tensor from the cache, so no earlier output aliases it.
             self._log_p[rows] = self.clean_fn(x_t[rows], rows).float()
         self.passes[rows] += 1
         self._tokens = x_t.clone()
