@@ -23,6 +23,8 @@ from protlig_dd.diffusion.noise import build_noise
 GELU_VARIANTS = ("tanh", "erf")
 # data.embedded_train: the training sets shipped in protlig_dd/data/embedded.
 EMBEDDED_TRAIN_SETS = ("swissprot50", "uniref50_17taxa")
+# data.embedded_validation: the shipped validation sample, or a hash split of the embedded training set.
+EMBEDDED_VALIDATION_CHOICES = ("uniref50_996", "hash_split")
 # training.time_sampling: how the noise levels of a micro-batch are drawn.
 TIME_SAMPLINGS = ("stratified", "independent")
 
@@ -110,6 +112,9 @@ class DataConfig:
     # which embedded training set an empty source means: swissprot50 (35,809 diverse Swiss-Prot 50%
     # representatives, 12.0M residues) or uniref50_17taxa (the older 5,001-sequence UniRef50 sample)
     embedded_train: str = "swissprot50"
+    # validation of an empty source: uniref50_996 (the 996 random UniRef50 sequences shipped) or hash_split
+    # (validation_fraction of the embedded training set by id hash, e.g. held-out labelled sequences)
+    embedded_validation: str = "uniref50_996"
     format: str = "auto"  # auto, fasta, csv, tsv, parquet, jsonl or hf
     sequence_column: str = "sequence"  # column holding sequences (tabular and HF sources)
     id_column: str = ""  # column holding ids; empty = row number
@@ -145,9 +150,45 @@ class DataConfig:
             self.embedded_train in EMBEDDED_TRAIN_SETS,
             f"data.embedded_train must be one of {EMBEDDED_TRAIN_SETS}, got {self.embedded_train!r}",
         )
+        _require(
+            self.embedded_validation in EMBEDDED_VALIDATION_CHOICES,
+            f"data.embedded_validation must be one of {EMBEDDED_VALIDATION_CHOICES}, got {self.embedded_validation!r}",
+        )
         _require(self.min_length >= 1, "data.min_length must be >= 1")
         _require(self.tokens_per_batch > 0, "data.tokens_per_batch must be > 0")
         _require(self.num_workers >= 0, "data.num_workers must be >= 0")
+
+
+@dataclass
+class LabelsConfig:
+    """Function labels per sequence, for label-conditioned training and guided sampling (data/labels.py)."""
+
+    # "" = no labels; "header:KEY" = the FASTA header field KEY=value; "column:NAME" = a column of the
+    # source; "embedded" = the GO labels shipped for the embedded Swiss-Prot set; else a label table
+    # path keyed by sequence id (accession/ontology/go_terms, id/labels, or UniProt's TSV download).
+    source: str = ""
+    ontologies: list[str] = field(default_factory=list)  # GO tables: molecular_function/biological_process/cellular_component; [] = all
+    term_graph: str = ""  # child/parent term table for ancestors ("embedded" = the shipped GO graph); "" = none
+    add_ancestors: bool = False  # add every ancestor of each term (needs term_graph)
+    min_count: int = 10  # a label enters the vocabulary with at least this many training sequences
+    max_labels: int = 1000  # at most this many labels, the most frequent
+    p_uncond: float = 0.1  # training: probability that a sequence's labels are dropped to "no label"
+    # training: each kept label set is thinned to a random subset (keep rate uniform in (0, 1], at least
+    # one label), so that conditioning on one or a few labels at sampling time is in distribution.
+    random_subsets: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.min_count >= 1, "labels.min_count must be >= 1")
+        _require(self.max_labels >= 1, "labels.max_labels must be >= 1")
+        _require(0.0 <= self.p_uncond < 1.0, f"labels.p_uncond must be in [0, 1), got {self.p_uncond}")
+        _require(not self.add_ancestors or bool(self.term_graph), "labels.add_ancestors needs labels.term_graph")
+        known = ("molecular_function", "biological_process", "cellular_component")
+        bad = [o for o in self.ontologies if o not in known]
+        _require(not bad, f"labels.ontologies: unknown {bad}; known: {list(known)}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.source)
 
 
 @dataclass
@@ -319,6 +360,7 @@ class Config:
     graph: GraphConfig = field(default_factory=GraphConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -3,12 +3,17 @@
     python -m protlig_dd.evaluate --checkpoint RUN_OR_CKPT [--data heldout.fasta] [--samples samples.fasta]
         [--num-samples N] [--steps S] [--samples-per-seq K] [--max-data-sequences M] [--train-data PATH]
         [--no-shuffle-control] [--batch-size B] [--seed SEED] [--device auto|cpu|cuda|mps] [--precision P]
-        [--compile] --out report_dir
+        [--compile] [--labelled-data FILE --labels-from SOURCE] [--signature-label TERM ...]
+        [--guidance W ...] [--guidance-schedule constant|late] --out report_dir
 
 Without --data the held-out set is the embedded random UniRef50 validation sample (996 sequences).
 Without --samples, --num-samples sequences are generated first (report_dir/samples.fasta). The
 novelty reference is the run's training source (the embedded sample by default) unless --train-data
-is given. See protlig_dd.evaluation.report for what each number means. Exit codes: 0 done, 2 bad
+is given. A model trained with labels also gets a label-conditioning section
+(protlig_dd.evaluation.conditional): held-out labelled sequences (--labelled-data with
+--labels-from, or the run's own hash split) scored under their own labels, other sequences' labels
+and no label; and for each --signature-label, guided samples at each --guidance weight beside
+unconditional samples and real members. See protlig_dd.evaluation.report for what each number means. Exit codes: 0 done, 2 bad
 arguments, checkpoint or input file (one line on stderr, no traceback).
 """
 
@@ -18,6 +23,8 @@ import argparse
 import logging
 import sys
 
+from protlig_dd.diffusion.guidance import GUIDANCE_SCHEDULES
+from protlig_dd.evaluation.conditional import LabelControl
 from protlig_dd.evaluation.report import EvaluationOptions, evaluate
 from protlig_dd.evaluation.shuffle_control import ShuffleControl
 from protlig_dd.inference import add_model_arguments, load_model_from_args
@@ -43,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-data", help="novelty reference (default: the run's training source)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--labelled-data", help="held-out labelled sequences (default: the run's own split)")
+    parser.add_argument("--labels-from", help="their labels: header:KEY, column:NAME or a label table")
+    parser.add_argument("--max-labelled-sequences", type=int, default=0, help="use the first M (0 = all)")
+    parser.add_argument("--signature-label", action="append", default=[], metavar="TERM",
+                        help="compare guided samples for this label with real members (repeatable)")
+    parser.add_argument("--guidance", type=float, action="append", metavar="W",
+                        help="guidance weights of the signature samples (repeatable; default 0 and 2)")
+    parser.add_argument("--guidance-schedule", choices=GUIDANCE_SCHEDULES, default="constant")
     parser.add_argument("--out", required=True, help="report directory")
     return parser
 
@@ -62,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
             train_data=args.train_data,
+            labelled_data=args.labelled_data,
+            labels_from=args.labels_from,
+            max_labelled_sequences=args.max_labelled_sequences,
+            signature_labels=args.signature_label,
+            guidance=args.guidance if args.guidance else [0.0, 2.0],
+            guidance_schedule=args.guidance_schedule,
         )
         loaded = load_model_from_args(args)
         report = evaluate(loaded, args.out, options)
@@ -77,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     control = val["shuffle_control"]
     if control["computed"]:
         print(f"shuffled control: {ShuffleControl(**{k: v for k, v in control.items() if k != 'computed'}).describe()}")
+    if "conditional" in report:
+        print(f"label control: {LabelControl(**report['conditional']['label_control']).describe()}")
+        for signature in report["conditional"]["signatures"]:
+            fractions = ", ".join(
+                f"{name} {row['transmembrane_fraction']:.3f}" for name, row in signature["table"].items()
+            )
+            print(f"{signature['label']}: TM-like fraction {fractions}")
     return 0
 
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from protlig_dd.data.alphabet import Alphabet
+from protlig_dd.data.labels import label_grid
 from protlig_dd.diffusion.graphs import Graph
+from protlig_dd.diffusion.guidance import Guidance
 from protlig_dd.diffusion.noise import NoiseSchedule
 from protlig_dd.diffusion.samplers import sample
 from protlig_dd.diffusion.templates import template_batch, templates_from_lengths
@@ -82,8 +84,13 @@ def generate(
     batch_size: int = 64,
     on_chunk: Callable[[int], None] | None = None,
     cache: bool = True,
+    labels: Sequence[Sequence[int]] | None = None,
+    guidance: Guidance | None = None,
 ) -> GenerationResult:
     """Sample sequences for ``lengths`` (all generated) or ``templates`` ((B, L) from diffusion.templates).
+
+    ``labels[b]``: the label ids row b is conditioned on (a model with labels; [] = "no label");
+    ``guidance``: classifier-free guidance toward them (diffusion.guidance; needs ``labels``).
 
     The model must be in eval mode; its device is used. Rows are processed ``batch_size`` at a
     time, longest first; ``on_chunk(num_rows)`` is called after each chunk (progress bars). Row b of
@@ -102,6 +109,8 @@ def generate(
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if labels is not None and len(labels) != templates.shape[0]:
+        raise ValueError(f"generate: {len(labels)} label sets for {templates.shape[0]} sequences")
     templates = templates.cpu()  # chunks are planned on the host and moved to the device one by one
     row_lengths = (templates != alphabet.pad_id).sum(dim=1)  # (B,)
     # Longest rows first (stable, so equal lengths keep their order): chunks of similar widths.
@@ -115,7 +124,13 @@ def generate(
         layout = template_batch(templates[rows, :width], alphabet.pad_id)
         segment_ids, positions = batch_layout(layout)
         segment_ids, positions = _to(segment_ids, device), _to(positions, device)
-        score = make_sampling_score_fn(model, segment_ids, positions, precision, device, len(rows), cache)
+        chunk_labels = None
+        if labels is not None:
+            grid = label_grid([[labels[int(r)]] for r in rows], len(rows))
+            chunk_labels = torch.from_numpy(grid).long().to(device)
+        score = make_sampling_score_fn(
+            model, segment_ids, positions, precision, device, len(rows), cache, chunk_labels, guidance
+        )
         chunk = sample(
             score,
             graph,

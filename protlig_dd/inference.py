@@ -14,7 +14,7 @@ histogram are inside, so nothing else is needed.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,9 @@ import torch
 
 from protlig_dd.config import Config
 from protlig_dd.data.alphabet import Alphabet
+from protlig_dd.data.labels import LabelVocabulary, UnknownLabelError
 from protlig_dd.diffusion.graphs import Graph
+from protlig_dd.diffusion.guidance import Guidance
 from protlig_dd.diffusion.noise import NoiseSchedule
 from protlig_dd.generation import GenerationResult, draw_lengths, generate
 from protlig_dd.hub import MODEL_REFERENCE_HELP, ModelSource, resolve_model
@@ -62,6 +64,22 @@ class LoadedModel:
         return self.network is not self.model
 
     @property
+    def label_vocabulary(self) -> LabelVocabulary | None:
+        """The labels the model was trained with (None: an unconditional model)."""
+        labels = self.meta.get("data_summary", {}).get("labels")
+        return LabelVocabulary.from_dict(labels) if labels else None
+
+    def label_ids(self, labels: Sequence[str]) -> list[int]:
+        """Ids of ``labels`` in the model's vocabulary, for ``--label``. UnknownLabelError naming the
+        label and close ones, or naming the checkpoint when the model has no labels at all."""
+        vocabulary = self.label_vocabulary
+        if vocabulary is None:
+            if labels:
+                raise UnknownLabelError(f"{self.checkpoint}: this model was trained without labels; it cannot take --label")
+            return []
+        return [vocabulary.lookup(label) for label in labels]
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -86,10 +104,20 @@ class LoadedModel:
         seed: int = 0,
         batch_size: int = 64,
         on_chunk: Callable[[int], None] | None = None,
+        labels: Sequence[str] = (),
+        guidance: float = 0.0,
+        guidance_schedule: str = "constant",
+        cache: bool = True,
     ) -> GenerationResult:
         """Generate sequences: given ``lengths``, ``num`` lengths drawn from the training histogram,
         or ``templates`` (see protlig_dd.diffusion.templates). Defaults come from the sampling config;
-        ``on_chunk(num_rows)`` is called as chunks finish (progress bars)."""
+        ``on_chunk(num_rows)`` is called as chunks finish (progress bars). ``labels`` (e.g. GO ids)
+        condition every sequence, ``guidance`` W > 0 guides toward them (classifier-free guidance);
+        no labels and W = 0 is unconditional sampling."""
+        label_ids = self.label_ids(labels)
+        conditioning = Guidance(guidance, guidance_schedule)
+        if conditioning.active and not label_ids:
+            raise ValueError("--guidance needs at least one --label")
         generator = self.generator(seed)
         if lengths is None and templates is None:
             if num is None:
@@ -109,6 +137,9 @@ class LoadedModel:
             precision=self.precision,
             batch_size=batch_size,
             on_chunk=on_chunk,
+            cache=cache,
+            labels=None if not label_ids else [label_ids] * (len(lengths) if lengths is not None else templates.shape[0]),
+            guidance=conditioning,
         )
 
 
@@ -164,7 +195,8 @@ def load_model(
     cfg, meta = _read_config(source)
     alphabet = Alphabet.from_dict(meta["alphabet"])
     weights, uses_ema, weights_file = _read_weights(source, meta, use_ema)
-    model = build_model(cfg, alphabet)
+    labels = meta.get("data_summary", {}).get("labels")
+    model = build_model(cfg, alphabet, num_labels=len(labels["terms"]) if labels else 0)
     try:
         model.load_state_dict(weights)
     except (KeyError, RuntimeError, ValueError) as err:

@@ -2,6 +2,7 @@
 
     python -m protlig_dd.sample --checkpoint RUN_OR_CKPT --num N [--length L | --lengths-from-data]
         [--steps S] [--predictor analytic|euler] [--template SEQ_WITH_GAPS | --prefix P --suffix S]
+        [--label TERM ... [--guidance W] [--guidance-schedule constant|late]]
         [--batch-size B] [--seed SEED] [--device auto|cpu|cuda|mps] [--precision P] [--compile]
         --out samples.fasta
 
@@ -10,7 +11,14 @@ histogram stored in the checkpoint. ``--template MKT___GGS`` keeps the given res
 the ``_`` positions (any positions: motif scaffolding, inpainting); its length is the template's.
 ``--prefix``/``--suffix`` fix the start and end of each sequence; drawn lengths shorter than the
 prefix plus suffix are raised to that length. EMA weights are used when the checkpoint has them.
-Exit codes: 0 done, 2 bad arguments, checkpoint or template (one line on stderr, no traceback).
+
+Labels (a model trained with ``labels.source``): ``--label GO:0016021`` (repeatable) conditions every
+sequence on those labels; ``--guidance W`` adds classifier-free guidance toward them (W = 0, the
+default: plain conditional sampling; each step then also runs the unconditional branch, batched
+with the conditional one), ``--guidance-schedule late`` applies it as positions get decided
+(diffusion/guidance.py). Templates combine with labels. Each FASTA header records the labels and
+the guidance.
+Exit codes: 0 done, 2 bad arguments, checkpoint, template or label (one line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from protlig_dd.data.fasta_writer import write_fasta
+from protlig_dd.diffusion.guidance import GUIDANCE_SCHEDULES, Guidance
 from protlig_dd.diffusion.samplers import PREDICTORS
 from protlig_dd.diffusion.templates import prefix_suffix_template, stack_templates, templates_from_strings
 from protlig_dd.generation import draw_lengths, generate
@@ -52,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="time-agnostic models: run the network at every step (same output, slower; for comparisons)",
     )
     parser.add_argument("--predictor", choices=PREDICTORS, help="default: the run's sampling.predictor")
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="TERM",
+        help="condition on this label (repeatable), e.g. GO:0016021; the model must have been trained with labels",
+    )
+    parser.add_argument(
+        "--guidance", type=float, default=0.0, metavar="W", help="classifier-free guidance weight (0 = conditional only)"
+    )
+    parser.add_argument("--guidance-schedule", choices=GUIDANCE_SCHEDULES, default="constant")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences generated at once")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output FASTA file")
@@ -97,7 +117,11 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError(f"--num must be >= 1, got {args.num}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    guidance = Guidance(args.guidance, args.guidance_schedule)  # checks W before the model loads
+    if guidance.active and not args.label:
+        raise ValueError("--guidance needs at least one --label")
     loaded = load_model_from_args(args)
+    label_ids = loaded.label_ids(args.label)  # unknown labels: an error naming them, before sampling
     steps = args.steps if args.steps is not None else loaded.config.sampling.steps
     predictor = args.predictor or loaded.config.sampling.predictor
     generator = loaded.generator(args.seed)
@@ -120,11 +144,13 @@ def run(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             on_chunk=bar.update,
             cache=not args.no_cache,
+            labels=[label_ids] * templates.shape[0] if label_ids else None,
+            guidance=guidance,
         )
     elapsed = time.perf_counter() - start
     settings = (
         f"steps={steps} predictor={predictor} seed={args.seed} checkpoint_step={loaded.step} "
-        f"ema={loaded.uses_ema}{_describe(args)}"
+        f"ema={loaded.uses_ema}{_describe(args)}{_describe_labels(args, guidance)}"
     )
     headers = [f"sample{i + 1} length={len(s)} {settings}" for i, s in enumerate(result.sequences)]
     write_fasta(out, result.sequences, headers)
@@ -135,6 +161,12 @@ def run(args: argparse.Namespace) -> None:
         f"{', compiled: the time includes compilation' if loaded.compiled else ''}); "
         f"{result.mean_passes():.1f} network passes per sequence{_describe_cache(loaded, args)}"
     )
+
+
+def _describe_labels(args: argparse.Namespace, guidance: Guidance) -> str:
+    if not args.label:
+        return ""
+    return f" labels={','.join(args.label)} {guidance.describe()}"
 
 
 def _describe_cache(loaded: object, args: argparse.Namespace) -> str:

@@ -8,7 +8,8 @@
     >>> for s in report.scores:
     ...     print(s.id, s.nll_per_residue, s.ppl_bound)
 
-What the numbers mean: ``nll`` is a Monte-Carlo estimate of an upper bound on -log p(x | length) in
+What the numbers mean: ``nll`` is a Monte-Carlo estimate of an upper bound on -log p(x | length) (or
+-log p(x | labels, length) when scored under labels, for a model trained with labels) in
 nats (the ELBO of diffusion.likelihood, without its O(eps) prior and reconstruction terms, as in
 SEDD and MDLM), ``nll_per_residue`` divides it by the length and ``ppl_bound = exp(nll_per_residue)``.
 Standard errors are those of the Monte-Carlo estimate (t and masking draws), not of the model.
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from protlig_dd.data.alphabet import Alphabet
+from protlig_dd.data.labels import LabelSets
 from protlig_dd.data.loader import eval_batches
 from protlig_dd.data.readers import Record, SourceSpec, iter_records
 from protlig_dd.data.sequence_set import InMemoryTokenStore, SequenceSet
@@ -119,8 +121,11 @@ def score_tokens(
     batch_size: int = 32,
     seed: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    label_sets: Sequence[Sequence[int]] | None = None,
 ) -> ScoreReport:
-    """Score token-id sequences (see the module doc); ``on_batch(num_residues)`` follows progress."""
+    """Score token-id sequences (see the module doc); ``on_batch(num_residues)`` follows progress.
+    ``label_sets[k]``: the label ids sequence k is scored under (a model with labels): the bound is
+    then on -log p(x | labels, length); [] = "no label". None scores without labels."""
     if len(tokens) != len(ids):
         raise ValueError(f"score_tokens: {len(tokens)} sequences but {len(ids)} ids")
     if not tokens:
@@ -133,7 +138,10 @@ def score_tokens(
     if empty:
         raise ValueError(f"score_tokens: empty sequence {empty[0]!r}")
     alphabet, max_length = loaded.alphabet, loaded.max_length
-    sequences = SequenceSet.whole(InMemoryTokenStore.from_arrays(list(tokens), list(ids)))
+    if label_sets is not None and len(label_sets) != len(tokens):
+        raise ValueError(f"score_tokens: {len(label_sets)} label sets for {len(tokens)} sequences")
+    store = InMemoryTokenStore.from_arrays(list(tokens), list(ids))
+    sequences = SequenceSet.whole(store, None if label_sets is None else LabelSets.from_lists(label_sets))
     generator = torch.Generator(device=loaded.device)
     generator.manual_seed(seed)
     count = len(sequences)
@@ -198,8 +206,10 @@ def score_sequences(
     batch_size: int = 32,
     seed: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    labels: Sequence[Sequence[str]] | None = None,
 ) -> ScoreReport:
-    """Score residue strings (ids default to seq1, seq2, ...); see ``score_tokens``."""
+    """Score residue strings (ids default to seq1, seq2, ...) under ``labels[k]`` (label names, e.g.
+    GO ids; an unknown one is an error naming it) or without labels; see ``score_tokens``."""
     names = list(ids) if ids is not None else [f"seq{i + 1}" for i in range(len(sequences))]
     if len(names) != len(sequences):
         raise ValueError(f"score_sequences: {len(sequences)} sequences but {len(names)} ids")
@@ -212,6 +222,7 @@ def score_sequences(
         batch_size=batch_size,
         seed=seed,
         on_batch=on_batch,
+        label_sets=None if labels is None else [loaded.label_ids(names) for names in labels],
     )
 
 

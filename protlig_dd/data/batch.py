@@ -4,6 +4,9 @@ A batch is a (B, L) grid of tokens. Each row holds one sequence (unpacked) or se
 sequences packed one after another (packed). ``segment_ids`` tells them apart: 0 marks padding,
 1..k the k sequences of a row. ``positions`` restart at 0 in every segment, so rotary positions
 and attention behave for a packed sequence exactly as for the same sequence alone.
+
+A labelled batch also carries ``labels``: the label ids of each segment (data/labels.py), so that
+packing keeps every sequence's labels with it and the model conditions each segment on its own.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from protlig_dd.data.labels import label_grid
 
 
 @dataclass
@@ -24,6 +29,9 @@ class Batch:
     positions: torch.Tensor  # (B, L) int64, 0.. within each segment, 0 on padding
     # Host-side count of real tokens, filled by the data pipeline so logging needs no device sync.
     num_real_tokens: int | None = None
+    # (B, S + 1, K) int64 label ids of segment s of each row at [b, s] (0 = empty slot; [b, 0] is
+    # padding's, always empty; an all-empty set means "no label"). None: the data has no labels.
+    labels: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.tokens.dim() != 2:
@@ -34,6 +42,8 @@ class Batch:
                 f"{tuple(self.tokens.shape)}, segment_ids {tuple(self.segment_ids.shape)}, "
                 f"positions {tuple(self.positions.shape)}"
             )
+        if self.labels is not None and (self.labels.dim() != 3 or self.labels.shape[0] != self.tokens.shape[0]):
+            raise ValueError(f"Batch.labels must be (B, S + 1, K) with B = {self.tokens.shape[0]}, got {tuple(self.labels.shape)}")
 
     @property
     def batch_size(self) -> int:
@@ -61,6 +71,7 @@ class Batch:
             segment_ids=self.segment_ids.to(device, non_blocking=non_blocking),
             positions=self.positions.to(device, non_blocking=non_blocking),
             num_real_tokens=self.num_real_tokens,
+            labels=None if self.labels is None else self.labels.to(device, non_blocking=non_blocking),
         )
 
     def pin_memory(self) -> Batch:
@@ -69,23 +80,40 @@ class Batch:
             self.segment_ids.pin_memory(),
             self.positions.pin_memory(),
             num_real_tokens=self.num_real_tokens,
+            labels=None if self.labels is None else self.labels.pin_memory(),
         )
+
+    def with_labels(self, labels: torch.Tensor | None) -> Batch:
+        """The same batch with other per-segment labels (label dropout, guidance, conditional scoring)."""
+        return Batch(self.tokens, self.segment_ids, self.positions, self.num_real_tokens, labels)
 
     @classmethod
     def from_sequences(
-        cls, sequences: Sequence[np.ndarray | Sequence[int]], pad_id: int, length: int | None = None
+        cls,
+        sequences: Sequence[np.ndarray | Sequence[int]],
+        pad_id: int,
+        length: int | None = None,
+        label_sets: Sequence[Sequence[int]] | None = None,
     ) -> Batch:
-        """One sequence per row, right-padded to ``length`` (default: the longest).
+        """One sequence per row, right-padded to ``length`` (default: the longest); ``label_sets``
+        gives each sequence's label ids (None: an unlabelled batch).
 
         A sequence longer than ``length`` is an error: cropping is the data pipeline's decision.
         """
-        return cls.from_packed_rows([[seq] for seq in sequences], pad_id=pad_id, length=length)
+        rows = [[seq] for seq in sequences]
+        labels = None if label_sets is None else [[s] for s in label_sets]
+        return cls.from_packed_rows(rows, pad_id=pad_id, length=length, label_sets=labels)
 
     @classmethod
     def from_packed_rows(
-        cls, rows: Sequence[Sequence[np.ndarray | Sequence[int]]], pad_id: int, length: int | None = None
+        cls,
+        rows: Sequence[Sequence[np.ndarray | Sequence[int]]],
+        pad_id: int,
+        length: int | None = None,
+        label_sets: Sequence[Sequence[Sequence[int]]] | None = None,
     ) -> Batch:
-        """Several sequences per row, placed one after another, then padding."""
+        """Several sequences per row, placed one after another, then padding; ``label_sets[r][k]``
+        are the label ids of the k-th sequence of row r (None: an unlabelled batch)."""
         row_lengths = [sum(len(seq) for seq in row) for row in rows]
         if not rows:
             raise ValueError("cannot build a batch from zero rows")
@@ -108,4 +136,5 @@ class Batch:
             torch.from_numpy(segment_ids),
             torch.from_numpy(positions),
             num_real_tokens=int(sum(row_lengths)),
+            labels=None if label_sets is None else torch.from_numpy(label_grid(label_sets, len(rows)).astype(np.int64)),
         )

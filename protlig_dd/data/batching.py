@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from protlig_dd.data.batch import Batch
+from protlig_dd.data.labels import label_grid
 from protlig_dd.data.sequence_set import SequenceSet
 
 LONG_SEQUENCE_POLICIES = ("crop", "drop")
@@ -345,19 +346,32 @@ def gather_arrays(
     return tokens.reshape(shape), segment_ids.reshape(shape), positions.reshape(shape)
 
 
+def gather_labels(sequences: SequenceSet, plan: BatchPlan) -> np.ndarray | None:
+    """The (rows, S + 1, K) label grid of a plan (``labels.label_grid``): each segment's label ids
+    travel with its sequence, however it was packed. None when ``sequences`` carry no labels."""
+    if sequences.labels is None:
+        return None
+    return label_grid([[sequences.label_ids(k) for k, _, _ in row] for row in plan.rows], len(plan.rows))
+
+
 def batch_from_arrays(
-    tokens: np.ndarray, segment_ids: np.ndarray, positions: np.ndarray, num_real_tokens: int
+    tokens: np.ndarray,
+    segment_ids: np.ndarray,
+    positions: np.ndarray,
+    num_real_tokens: int,
+    labels: np.ndarray | None = None,
 ) -> Batch:
-    """Widen the compact grids of ``gather_arrays`` to the Batch dtypes (int64, int32, int64)."""
+    """Widen the compact grids of ``gather_arrays`` (and ``gather_labels``) to the Batch dtypes."""
     return Batch(
         torch.from_numpy(tokens.astype(np.int64)),
         torch.from_numpy(segment_ids.astype(np.int32)),
         torch.from_numpy(positions.astype(np.int64)),
         num_real_tokens=num_real_tokens,
+        labels=None if labels is None else torch.from_numpy(labels.astype(np.int64)),
     )
 
 
 def materialise(sequences: SequenceSet, plan: BatchPlan, pad_id: int) -> Batch:
     """The Batch of a plan: equivalent to ``Batch.from_packed_rows`` on the cropped sequences."""
     tokens, segment_ids, positions = gather_arrays(sequences, plan, pad_id)
-    return batch_from_arrays(tokens, segment_ids, positions, plan.num_real_tokens)
+    return batch_from_arrays(tokens, segment_ids, positions, plan.num_real_tokens, gather_labels(sequences, plan))

@@ -43,6 +43,7 @@ from protlig_dd.data.batching import (
     check_batch_shape,
     epoch_order,
     gather_arrays,
+    gather_labels,
     materialise,
     plan_window,
     usable_sequences,
@@ -93,9 +94,9 @@ class _PlanDataset(torch.utils.data.Dataset):
         self.sequences = sequences
         self.pad_id = pad_id
 
-    def __getitem__(self, plan: BatchPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __getitem__(self, plan: BatchPlan) -> tuple[np.ndarray, ...]:
         # Compact numpy grids pickle through the worker queue faster than tensors in shared memory.
-        return gather_arrays(self.sequences, plan, self.pad_id)
+        return (*gather_arrays(self.sequences, plan, self.pad_id), gather_labels(self.sequences, plan))
 
 
 class _RecordingSampler(torch.utils.data.Sampler):
@@ -115,7 +116,7 @@ class _RecordingSampler(torch.utils.data.Sampler):
             yield planned[0]
 
 
-def _as_is(item: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _as_is(item: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     """DataLoader collate function that keeps the worker's result untouched."""
     return item
 
@@ -211,9 +212,9 @@ class TrainBatchStream:
         )
         # The loader iterator lives as long as the stream position is continuous: its worker
         # processes persist across epochs because the sampler never ends.
-        for tokens, segment_ids, positions in loader:
+        for tokens, segment_ids, positions, labels in loader:
             planned = pending.popleft()
-            yield batch_from_arrays(tokens, segment_ids, positions, planned[0].num_real_tokens), planned
+            yield batch_from_arrays(tokens, segment_ids, positions, planned[0].num_real_tokens, labels), planned
 
     def _windows(
         self, epoch: int, window: int, first_batch: int

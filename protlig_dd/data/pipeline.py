@@ -31,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from protlig_dd.config import DataConfig
+from protlig_dd.config import DataConfig, LabelsConfig
 from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.data.cache import CacheError, PreparedCache, prepare_cache, read_meta
+from protlig_dd.data.label_pipeline import prepare_labels
+from protlig_dd.data.labels import LabelVocabulary
 from protlig_dd.data.readers import SourceSpec
 from protlig_dd.data.sequence_set import SequenceSet
 from protlig_dd.data.splits import assign_splits, exclude_ids
@@ -99,6 +101,8 @@ class DataSummary:
     sources: dict[str, list[str]]  # role -> source paths/names
     excluded_from_train: int = 0  # training ids also present in an explicit validation/test file
     caches: dict[str, str] = field(default_factory=dict)  # role -> cache directory
+    # The label vocabulary (LabelVocabulary.to_dict) of labelled data, else None; the model's label ids.
+    labels: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, ints, floats, strings) for checkpoints and JSON."""
@@ -113,6 +117,7 @@ class DataSummary:
             "sources": {k: list(v) for k, v in self.sources.items()},
             "excluded_from_train": self.excluded_from_train,
             "caches": dict(self.caches),
+            "labels": self.labels,
         }
 
 
@@ -190,8 +195,14 @@ def prepare_splits(
     cache_root: str | os.PathLike[str],
     force: bool = False,
     progress: bool = True,
+    labels_cfg: LabelsConfig | None = None,
+    label_vocabulary: LabelVocabulary | None = None,
 ) -> DataSplits:
-    """Prepare (or reuse) the caches for ``data_cfg`` and return the train/validation/test splits."""
+    """Prepare (or reuse) the caches for ``data_cfg`` and return the train/validation/test splits.
+
+    With ``labels_cfg`` enabled, every split carries its label sets (label_pipeline.py) and the
+    summary the vocabulary: ``label_vocabulary`` when given (resume, fine-tuning), else one built
+    from the training split."""
     cache_root = Path(cache_root)
     options = {
         "alphabet": alphabet.residues,
@@ -219,7 +230,7 @@ def prepare_splits(
     }
     if data_cfg.validation_source:
         roles["validation"] = [source_spec(data_cfg, data_cfg.validation_source)]
-    elif embedded:
+    elif embedded and data_cfg.embedded_validation == "uniref50_996":
         roles["validation"] = embedded_validation_specs()
     if data_cfg.test_source:
         roles["test"] = [source_spec(data_cfg, data_cfg.test_source)]
@@ -239,12 +250,17 @@ def prepare_splits(
     if len(train_indices) == 0:
         raise ValueError(f"data: the training split of {data_cfg.source or 'the embedded sample'} is empty")
 
+    prepared = None
+    if labels_cfg is not None and labels_cfg.enabled:
+        prepared = prepare_labels(labels_cfg, caches, roles, train_indices, cache_root, label_vocabulary)
+    label_sets = prepared.sets if prepared is not None else {}
+
     def held_out(role: str, indices: np.ndarray) -> SequenceSet | None:
         if role in caches:
-            return SequenceSet.whole(caches[role])
-        return SequenceSet(source, indices) if len(indices) else None
+            return SequenceSet.whole(caches[role], label_sets.get(role))
+        return SequenceSet(source, indices, label_sets.get("train")) if len(indices) else None
 
-    train = SequenceSet(source, train_indices)
+    train = SequenceSet(source, train_indices, label_sets.get("train"))
     validation = held_out("validation", split.validation)
     test = held_out("test", split.test)
     counts = _split_residue_counts(source, train, alphabet.num_residues)
@@ -256,10 +272,11 @@ def prepare_splits(
         residue_frequencies=counts / max(int(counts.sum()), 1),
         length_histogram=length_histogram(train.lengths),
         split="embedded"
-        if embedded and not data_cfg.validation_source
+        if "validation" in caches and embedded and not data_cfg.validation_source
         else ("explicit" if data_cfg.validation_source else "hash"),
         sources={role: [spec.path for spec in specs] for role, specs in roles.items()},
         excluded_from_train=excluded,
         caches={role: str(cache.path) for role, cache in caches.items()},
+        labels=None if prepared is None else prepared.vocabulary.to_dict(),
     )
     return DataSplits(train=train, validation=validation, test=test, summary=summary)

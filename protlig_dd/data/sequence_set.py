@@ -14,6 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
+from protlig_dd.data.labels import LabelSets
+
 
 class TokenStore(Protocol):
     """Flat token storage: ``tokens`` (uint8, all sequences concatenated) and ``offsets`` (n+1,)."""
@@ -56,21 +58,25 @@ class InMemoryTokenStore:
 
 @dataclass
 class SequenceSet:
-    """The sequences of ``store`` selected by ``indices`` (a split), addressed 0..len-1."""
+    """The sequences of ``store`` selected by ``indices`` (a split), addressed 0..len-1, with their
+    label sets when the data is labelled."""
 
     store: TokenStore
     indices: np.ndarray  # (n,) int64 indices into the store
+    labels: LabelSets | None = None  # label ids aligned with the store (not the selection); None = unlabelled
 
     def __post_init__(self) -> None:
         self.indices = np.asarray(self.indices, dtype=np.int64)
+        if self.labels is not None and len(self.labels) != len(self.store):
+            raise ValueError(f"label sets cover {len(self.labels)} sequences but the store holds {len(self.store)}")
         starts = self.store.offsets[self.indices]
         # (n,) lengths of the selected sequences, computed once (vectorised, no Python loop).
         self.lengths = (self.store.offsets[self.indices + 1] - starts).astype(np.int64)
         self.starts = starts.astype(np.int64)
 
     @classmethod
-    def whole(cls, store: TokenStore) -> SequenceSet:
-        return cls(store, np.arange(len(store), dtype=np.int64))
+    def whole(cls, store: TokenStore, labels: LabelSets | None = None) -> SequenceSet:
+        return cls(store, np.arange(len(store), dtype=np.int64), labels)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -91,3 +97,7 @@ class SequenceSet:
 
     def sequence_id(self, k: int) -> str:
         return self.store.sequence_id(int(self.indices[k]))
+
+    def label_ids(self, k: int) -> list[int]:
+        """Label ids of the k-th sequence of the set ([] when unlabelled or the data has no labels)."""
+        return [] if self.labels is None else self.labels.ids(int(self.indices[k])).tolist()

@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from protlig_dd.data.unigram import unigram_perplexity
 from protlig_dd.diffusion.likelihood import BOUND_NOTE
 from protlig_dd.evaluation import metrics, plots
 from protlig_dd.evaluation.report_markdown import write_markdown
+from protlig_dd.evaluation.conditional import heldout_labelled, label_control, signature_comparison
 from protlig_dd.evaluation.shuffle_control import SHUFFLE_CONTROL_NOTE, shuffle_control
 from protlig_dd.inference import LoadedModel
 from protlig_dd.scoring import encode_records, read_sequences, score_tokens
@@ -95,6 +96,14 @@ class EvaluationOptions:
     novelty_max_data_sequences: int = 32  # held-out sequences whose novelty is the point of comparison
     novelty_candidates: int = metrics.DEFAULT_CANDIDATES  # prefilter hits aligned per sequence
     progress: bool = True  # tqdm bars on stderr
+    # Label-conditioned models (evaluation.conditional): held-out labelled data (None = the run's own
+    # hash split when it has one), where its labels come from, labels whose signatures to compare.
+    labelled_data: str | None = None
+    labels_from: str | None = None
+    max_labelled_sequences: int = 0  # 0 = all held-out labelled sequences
+    signature_labels: list[str] = field(default_factory=list)
+    guidance: list[float] = field(default_factory=lambda: [0.0, 2.0])
+    guidance_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "batch_size", "max_reference_sequences", "novelty_candidates"):
@@ -217,6 +226,28 @@ def validation_section(
         "baselines": {"uniform_20_ppl": 20.0, "train_unigram_ppl": _unigram_baseline(loaded, tokens)},
         "shuffle_control": control,
     }
+
+
+def conditional_section(loaded: LoadedModel, options: EvaluationOptions, out_dir: Path) -> dict[str, Any]:
+    """Label control (own vs other vs no labels) and label signatures of guided samples."""
+    heldout = heldout_labelled(loaded, options.labelled_data, options.labels_from, options.max_labelled_sequences)
+    k = options.samples_per_sequence or loaded.config.eval.samples_per_sequence
+    total = sum(len(r.sequence) for r in heldout.records) * 3
+    with tqdm(total=total, unit="res", unit_scale=True, desc="label control", file=sys.stderr,
+              disable=not options.progress) as bar:
+        control = label_control(
+            loaded, heldout, samples_per_sequence=k, batch_size=options.batch_size, seed=options.seed,
+            on_batch=bar.update,
+        )
+    signatures = [
+        signature_comparison(
+            loaded, heldout, label, guidance=options.guidance, guidance_schedule=options.guidance_schedule,
+            num_samples=options.num_samples, steps=options.steps, seed=options.seed, batch_size=options.batch_size,
+            fasta_dir=out_dir / "conditional_samples",
+        )
+        for label in options.signature_labels
+    ]
+    return {"data": heldout.description, "label_control": control.as_dict(), "signatures": signatures}
 
 
 def _composition_section(
@@ -458,6 +489,8 @@ def evaluate(loaded: LoadedModel, out_dir: str | Path, options: EvaluationOption
         "training": training_section(loaded.checkpoint),
         "definitions": DEFINITIONS,
     }
+    if loaded.label_vocabulary is not None:
+        report["conditional"] = conditional_section(loaded, options, out_dir)
     report["plots"] = _write_plots(report, plot_inputs, samples, data, out_dir)
     (out_dir / "report.json").write_text(json.dumps(_json_safe(report), indent=1) + "\n")
     write_markdown(report, out_dir / "report.md")

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from protlig_dd.evaluation.label_signatures import signature_table_markdown
+
 from protlig_dd.diffusion.likelihood import BOUND_NOTE
 
 
@@ -62,6 +64,36 @@ def _shuffle_control_markdown(control: dict[str, Any]) -> str:
         f"{control['difference_per_residue']:+.4f} +- {_fmt(control['difference_stderr'], 4)} "
         f"(z = {_fmt(control['z'], 1)}): {verdict}."
     )
+
+
+def _conditional_markdown(section: dict[str, Any]) -> list[str]:
+    """The label-conditioning section: label control, then one signature table per label."""
+    c = section["label_control"]
+    lines = [
+        "## Label conditioning",
+        "",
+        f"Data: {section['data']}: {c['num_sequences']} sequences with labels the model knows, "
+        f"{c['num_residues']} residues, {c['samples_per_sequence']} t draws each, the same draws under each "
+        "labelling.",
+        "",
+        "| labels | nats per residue | difference to own labels | z |",
+        "| --- | --- | --- | --- |",
+        f"| own | {_fmt(c['own_nll_per_residue'], 4)} | | |",
+        f"| other sequences' | {_fmt(c['other_nll_per_residue'], 4)} | {c['other_minus_own']:+.4f} +- "
+        f"{_fmt(c['other_minus_own_stderr'], 4)} | {_fmt(c['other_minus_own_z'], 1)} |",
+        f"| no label | {_fmt(c['no_label_nll_per_residue'], 4)} | {c['none_minus_own']:+.4f} +- "
+        f"{_fmt(c['none_minus_own_stderr'], 4)} | {_fmt(c['none_minus_own_z'], 1)} |",
+        "",
+    ]
+    for signature in section["signatures"]:
+        lines += [
+            f"### Signatures of {signature['label_name']} ({signature['num_members']} held-out members, "
+            f"{signature['steps']} sampling steps)",
+            "",
+            signature_table_markdown(signature["table"]),
+            "",
+        ]
+    return lines
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
@@ -120,6 +152,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         ]
     else:
         lines.append(f"Not available: {training['reason']}.")
+    if "conditional" in report:
+        lines += ["", *_conditional_markdown(report["conditional"])]
     lines += ["", "## Definitions", ""]
     lines += [f"- **{name}**: {text}" for name, text in report["definitions"].items()]
     lines += ["", "No structure metric is reported: no structure predictor was run.", ""]

@@ -13,6 +13,7 @@ import torch
 from protlig_dd.data.batch import Batch
 from protlig_dd.diffusion.cached_score import CachedCleanScore, CountedScore
 from protlig_dd.diffusion.graphs import Graph, ScoreFn
+from protlig_dd.diffusion.guidance import Guidance, guided_log_probs, guided_log_scores
 from protlig_dd.diffusion.likelihood import SequenceBounds, likelihood_bound, use_antithetic
 from protlig_dd.diffusion.noise import NoiseSchedule
 from protlig_dd.model.precision import autocast_context
@@ -35,12 +36,16 @@ def make_score_fn(
     positions: torch.Tensor | None,
     precision: str,
     device: torch.device,
+    labels: torch.Tensor | None = None,
 ) -> ScoreFn:
-    """The model as a ScoreFn over a fixed layout (``batch_layout``), run under the autocast of ``precision``."""
+    """The model as a ScoreFn over a fixed layout (``batch_layout``) and label sets (``Batch.labels``,
+    None = unlabelled), run under the autocast of ``precision``."""
 
     def score(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
         with autocast_context(precision, device):
-            return model(x_t, sigma_bar, segment_ids, positions)
+            if labels is None:
+                return model(x_t, sigma_bar, segment_ids, positions)
+            return model(x_t, sigma_bar, segment_ids, positions, labels)
 
     return score
 
@@ -53,25 +58,60 @@ def make_sampling_score_fn(
     device: torch.device,
     num_rows: int,
     use_cache: bool = True,
+    labels: torch.Tensor | None = None,
+    guidance: Guidance | None = None,
 ) -> CountedScore | CachedCleanScore:
     """The score function a sampler calls, counting network passes per row (``.passes``).
 
     A time-agnostic model (``model.time_conditioning`` false) gets the caching score function: a
     row's network output is reused while the row does not change (``diffusion.cached_score``); a
-    time-conditioned model is run at every step (``make_score_fn``).
+    time-conditioned model is run at every step (``make_score_fn``). ``labels`` (B, S + 1, K)
+    condition each row; an active ``guidance`` also runs the unconditional branch ("no label"),
+    batched with the conditional one into one pass of 2B rows, and combines them
+    (``diffusion.guidance``).
     """
+    guided = guidance is not None and guidance.active
+    if guided and labels is None:
+        raise ValueError("guidance needs labels: give --label (W = 0 without labels is unconditional sampling)")
     if getattr(model, "time_conditioning", True):
-        return CountedScore(make_score_fn(model, segment_ids, positions, precision, device), num_rows)
+        if not guided:
+            return CountedScore(make_score_fn(model, segment_ids, positions, precision, device, labels), num_rows)
+        assert guidance is not None and labels is not None
+        both = make_score_fn(model, *_doubled(segment_ids, positions, labels), precision, device)
+
+        def guided_score(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
+            conditional, unconditional = both(torch.cat((x_t, x_t)), torch.cat((sigma_bar, sigma_bar))).chunk(2)
+            return guided_log_scores(conditional, unconditional, guidance.weight_at(sigma_bar))
+
+        return CountedScore(guided_score, num_rows)
 
     def clean(x_rows: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         layout = [None if t is None else t[rows] for t in (segment_ids, positions)]
+        row_labels = None if labels is None else labels[rows]
         with autocast_context(precision, device):
-            return model.clean_log_probs(x_rows, *layout)
+            if not guided:
+                return model.clean_log_probs(x_rows, *layout, row_labels)
+            # Conditional and unconditional log-probs side by side: the cache keeps both, so a
+            # noise-dependent (late) weight can combine them at every step.
+            pair = model.clean_log_probs(torch.cat((x_rows, x_rows)), *_doubled(*layout, row_labels))
+            return torch.cat(pair.chunk(2), dim=-1)
 
     def to_score(log_p: torch.Tensor, x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
+        if guided:
+            assert guidance is not None
+            conditional, unconditional = log_p.chunk(2, dim=-1)
+            log_p = guided_log_probs(conditional, unconditional, guidance.weight_at(sigma_bar))
         return model.log_score_from_clean(log_p, x_t, sigma_bar, segment_ids)
 
     return CachedCleanScore(clean, to_score, mask_id=model.num_residues, use_cache=use_cache)
+
+
+def _doubled(
+    segment_ids: torch.Tensor | None, positions: torch.Tensor | None, labels: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """Layout and labels of a batch stacked on itself: the first half conditional, the second "no label"."""
+    twice = [None if t is None else torch.cat((t, t)) for t in (segment_ids, positions)]
+    return twice[0], twice[1], torch.cat((labels, torch.zeros_like(labels)))
 
 
 def bind_batch(
@@ -85,8 +125,8 @@ def bind_batch(
     segment_ids, _ = batch_layout(batch)
     moved = batch.to(device, non_blocking=non_blocking)
     if segment_ids is None:
-        return moved, make_score_fn(model, None, None, precision, device)
-    return moved, make_score_fn(model, moved.segment_ids, moved.positions, precision, device)
+        return moved, make_score_fn(model, None, None, precision, device, moved.labels)
+    return moved, make_score_fn(model, moved.segment_ids, moved.positions, precision, device, moved.labels)
 
 
 def bound_batch(

@@ -8,7 +8,9 @@ shift / scale / gate vectors (adaLN-Zero: the modulation linears start at zero, 
 starts as the identity, and the output linear starts at zero, so the initial score is uniform).
 
 One sigma per row: all sequences packed into a row share one noise level, which keeps the
-modulation (B, 1, D) and cheap; the sampler/loss choose t per row accordingly.
+modulation (B, 1, D) and cheap; the sampler/loss choose t per row accordingly. A model with
+labels (``num_labels`` > 0, model/conditioning.py) adds each segment's label vector to that
+conditioning, so packed sequences keep their own labels: the modulation is then per position.
 
 Output: log-scores s_hat (B, L, N+1) for the absorbing graph (the last column is MASK) or
 (B, L, N) for the uniform graph, in float32. For absorbing, ``scale_by_sigma`` applies
@@ -26,6 +28,7 @@ from torch import nn
 
 from protlig_dd.config import ModelConfig
 from protlig_dd.diffusion.graphs import score_from_clean_log_probs
+from protlig_dd.model.conditioning import LabelEmbedder, per_token
 from protlig_dd.model.fast_ops import dropout
 from protlig_dd.model.local_mixing import LocalMixing, neighbour_masks
 from protlig_dd.model.rotary import RotaryAngles, RotaryEmbedding
@@ -37,17 +40,18 @@ SIGMA_FREQUENCY_DIM = 256
 SIGMA_MAX_PERIOD = 10000.0
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN modulation x * (1 + scale) + shift, with x (B, L, D) and shift/scale (B, 1, D).
+    """adaLN modulation x * (1 + scale) + shift, with x (B, L, D) and shift/scale (B, 1, D) (one
+    conditioning vector per row) or (B, L, D) (per position: packed rows with their own labels).
 
     Shapes are checked, never broadcast into shape: a (B, 1, 1, D) shift would silently turn
     (B, L, D) into (B, B, L, D) (SEED_LESSONS item 1).
     """
     if x.dim() != 3:
         raise ValueError(f"modulate expects x of shape (B, L, D), got {tuple(x.shape)}")
-    expected = (x.shape[0], 1, x.shape[2])
-    if tuple(shift.shape) != expected or tuple(scale.shape) != expected:
+    allowed = ((x.shape[0], 1, x.shape[2]), tuple(x.shape))
+    if tuple(shift.shape) not in allowed or tuple(scale.shape) != tuple(shift.shape):
         raise ValueError(
-            f"modulate expects shift/scale of shape {expected}, "
+            f"modulate expects shift/scale of shape {allowed[0]} or {allowed[1]}, "
             f"got {tuple(shift.shape)} and {tuple(scale.shape)}"
         )
     return torch.addcmul(shift, x, 1 + scale)  # one fused pass over (B, L, D)
@@ -128,12 +132,14 @@ class DDiTBlock(nn.Module):
         angles: RotaryAngles,
         attn_mask: torch.Tensor | None,
         local_masks: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x (B, L, D) float32 residual stream, cond (B, C), attn_mask (B, 1, L, L) bool or None,
-        local_masks from ``neighbour_masks`` when the block has local mixing."""
+        """x (B, L, D) float32 residual stream, cond (B, S + 1, C) per segment (S + 1 = 1: per row),
+        attn_mask (B, 1, L, L) bool or None, local_masks from ``neighbour_masks`` when the block has
+        local mixing, segment_ids (B, L) or None to place per-segment conditioning."""
         batch, length, dim = x.shape
-        # (B, 6D) -> six (B, 1, D): exactly one unsqueeze, checked again inside modulate.
-        mods = self.adaLN_modulation(cond)[:, None, :].chunk(6, dim=-1)
+        # (B, S + 1, 6D) -> six (B, 1, D) or (B, L, D), checked again inside modulate.
+        mods = per_token(self.adaLN_modulation(cond), segment_ids).chunk(6, dim=-1)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
 
         h = modulate(self.norm1(x), shift_msa, scale_msa)  # (B, L, D)
@@ -171,8 +177,8 @@ class FinalLayer(nn.Module):
         nn.init.zeros_(self.adaLN_modulation.weight)
         nn.init.zeros_(self.adaLN_modulation.bias)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(cond)[:, None, :].chunk(2, dim=-1)  # (B, 1, D) each
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
+        shift, scale = per_token(self.adaLN_modulation(cond), segment_ids).chunk(2, dim=-1)
         return self.linear(modulate(self.norm(x), shift, scale))  # (B, L, out_dim)
 
 
@@ -184,7 +190,7 @@ class SEDDTransformer(nn.Module):
     residual stream, LayerNorms and the score transform stay float32.
     """
 
-    def __init__(self, cfg: ModelConfig, num_residues: int, absorbing: bool) -> None:
+    def __init__(self, cfg: ModelConfig, num_residues: int, absorbing: bool, num_labels: int = 0) -> None:
         super().__init__()
         if num_residues < 2:
             raise ValueError(f"num_residues must be >= 2, got {num_residues}")
@@ -204,10 +210,12 @@ class SEDDTransformer(nn.Module):
         self.embedding = nn.Embedding(self.vocab_size, cfg.hidden_size)
         # SEDD initialises the embedding like a linear layer (kaiming uniform), not N(0, 1).
         nn.init.kaiming_uniform_(self.embedding.weight, a=math.sqrt(5))
-        # Without time conditioning the adaLN input is a zero vector, so each modulation is its
-        # learned bias: a static, zero-initialised shift/scale/gate (the blocks still start as the
-        # identity). Label conditioning can later feed this same input.
+        # Without time conditioning (and labels) the adaLN input is a zero vector, so each modulation
+        # is its learned bias: a static, zero-initialised shift/scale/gate (the blocks still start
+        # as the identity). Label conditioning adds a vector per segment to this input.
         self.sigma_embedder = SigmaEmbedder(cfg.cond_dim) if cfg.time_conditioning else None
+        self.num_labels = num_labels
+        self.label_embedder = LabelEmbedder(num_labels, cfg.cond_dim) if num_labels else None
         self.rotary = RotaryEmbedding(
             cfg.hidden_size // cfg.num_heads, base=cfg.rotary_base, use_fused_kernel=cfg.fused_kernels
         )
@@ -247,6 +255,7 @@ class SEDDTransformer(nn.Module):
         sigma_bar: torch.Tensor,
         segment_ids: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Log-scores (B, L, out_dim) float32 for noisy ``tokens`` (B, L) at noise ``sigma_bar`` (B,).
 
@@ -254,6 +263,8 @@ class SEDDTransformer(nn.Module):
         they share a segment. None means every row is one full sequence (no mask at all, so SDPA
         may pick its fastest kernel): the caller guarantees there is no PAD then.
         ``positions`` (B, L): rotary positions restarting at 0 per segment; None = 0..L-1.
+        ``labels`` (B, S + 1, K): label ids per segment (``Batch.labels``) for a model with labels;
+        None = "no label" everywhere (the unconditional model).
         """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (B, L), got shape {tuple(tokens.shape)}")
@@ -270,9 +281,9 @@ class SEDDTransformer(nn.Module):
             )
 
         if self.time_conditioning:
-            f = self.network(tokens, sigma_bar, segment_ids, positions)
+            f = self.network(tokens, sigma_bar, segment_ids, positions, labels)
             return self._to_log_score(f, tokens, sigma_bar, segment_ids)
-        log_p_clean = self.clean_log_probs(tokens, segment_ids, positions)
+        log_p_clean = self.clean_log_probs(tokens, segment_ids, positions, labels)
         return self.log_score_from_clean(log_p_clean, tokens, sigma_bar, segment_ids)
 
     def clean_log_probs(
@@ -280,15 +291,16 @@ class SEDDTransformer(nn.Module):
         tokens: torch.Tensor,
         segment_ids: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Time-agnostic model: log p(x0 = y | unmasked tokens), (B, L, N) float32, normalised over y.
+        """Time-agnostic model: log p(x0 = y | unmasked tokens, labels), (B, L, N) float32, normalised over y.
 
         It does not depend on the noise level, which is what lets a sampler reuse it while a row
         does not change (``diffusion.cached_score``).
         """
         if self.time_conditioning:
             raise ValueError("clean_log_probs needs a time-agnostic model (model.time_conditioning: false)")
-        return torch.log_softmax(self.network(tokens, None, segment_ids, positions), dim=-1)
+        return torch.log_softmax(self.network(tokens, None, segment_ids, positions, labels), dim=-1)
 
     def log_score_from_clean(
         self,
@@ -308,6 +320,7 @@ class SEDDTransformer(nn.Module):
         sigma_bar: torch.Tensor | None,
         segment_ids: torch.Tensor | None,
         positions: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The transformer's raw output (B, L, network_out) float32; ``sigma_bar`` None when time-agnostic."""
         batch, length = tokens.shape
@@ -324,17 +337,29 @@ class SEDDTransformer(nn.Module):
         angles = self.rotary.angles(length, positions, device, compute_dtype)
 
         x = self.embedding(tokens).float()  # (B, L, D) float32 residual stream
-        if self.sigma_embedder is not None:
-            cond = self.sigma_embedder(sigma_bar)  # (B, C)
-        else:
-            cond = x.new_zeros(batch, self.cfg.cond_dim)  # (B, C): see __init__
+        cond = self._conditioning(sigma_bar, labels, batch, x)  # (B, S + 1, C) or (B, 1, C)
         local_masks = None
         if self.cfg.local_mixing_kernel:
             radius = self.cfg.local_mixing_kernel // 2
             local_masks = neighbour_masks(segment_ids, batch, length, radius, device)  # once for all blocks
         for block in self.blocks:
-            x = block(x, cond, angles, attn_mask, local_masks)
-        return self.final(x, cond).float()  # (B, L, network_out)
+            x = block(x, cond, angles, attn_mask, local_masks, segment_ids)
+        return self.final(x, cond, segment_ids).float()  # (B, L, network_out)
+
+    def _conditioning(
+        self, sigma_bar: torch.Tensor | None, labels: torch.Tensor | None, batch: int, x: torch.Tensor
+    ) -> torch.Tensor:
+        """The adaLN input: noise-level embedding (or zeros, time-agnostic) plus the label vector of
+        each segment; (B, 1, C) per row without labels, (B, S + 1, C) with them."""
+        if self.sigma_embedder is not None:
+            cond = self.sigma_embedder(sigma_bar)[:, None, :]  # (B, 1, C)
+        else:
+            cond = x.new_zeros(batch, 1, self.cfg.cond_dim)  # see __init__
+        if self.label_embedder is not None:
+            return cond + self.label_embedder(labels, batch).float()
+        if labels is not None:
+            raise ValueError("this model was trained without labels: it cannot be conditioned on labels")
+        return cond
 
     def _to_log_score(
         self,

@@ -12,10 +12,11 @@ from protlig_dd.diffusion.noise import build_noise
 from protlig_dd.model.transformer import SEDDTransformer
 
 
-def build_model(cfg: Config, alphabet: Alphabet) -> SEDDTransformer:
-    """The SEDD transformer sized by ``cfg.model`` for ``alphabet`` and ``cfg.graph``."""
+def build_model(cfg: Config, alphabet: Alphabet, num_labels: int = 0) -> SEDDTransformer:
+    """The SEDD transformer sized by ``cfg.model`` for ``alphabet`` and ``cfg.graph``, conditioned on
+    ``num_labels`` labels (the label vocabulary's size; 0 = an unconditional model)."""
     absorbing = cfg.graph.type == "absorbing"
-    return SEDDTransformer(cfg.model, num_residues=alphabet.num_residues, absorbing=absorbing)
+    return SEDDTransformer(cfg.model, num_residues=alphabet.num_residues, absorbing=absorbing, num_labels=num_labels)
 
 
 def build_diffusion(cfg: Config, alphabet: Alphabet):

@@ -19,6 +19,7 @@ import yaml
 
 from protlig_dd.config import Config, ConfigError
 from protlig_dd.data.alphabet import Alphabet
+from protlig_dd.data.labels import LabelVocabulary
 from protlig_dd.data.loader import TrainBatchStream, build_train_stream
 from protlig_dd.data.pipeline import DataSplits, prepare_splits, resolve_cache_root
 from protlig_dd.diffusion.graphs import Graph
@@ -68,6 +69,12 @@ class Components:
         self.replica = None
 
 
+def num_labels(splits: DataSplits) -> int:
+    """Size of the label vocabulary of the data (0 when unlabelled): the model's label embedding."""
+    labels = splits.summary.labels
+    return len(labels["terms"]) if labels else 0
+
+
 def grad_accum_steps(cfg: Config, world_size: int) -> int:
     """Micro-batches per optimizer step per rank, keeping the global batch fixed when set.
 
@@ -86,21 +93,29 @@ def grad_accum_steps(cfg: Config, world_size: int) -> int:
     return cfg.training.global_batch_tokens // per_micro
 
 
-def prepare_data(cfg: Config, work_dir: Path, alphabet: Alphabet, info: DistInfo) -> DataSplits:
-    """The prepared splits: rank 0 builds the caches, the others wait, then open the finished ones."""
+def prepare_data(
+    cfg: Config, work_dir: Path, alphabet: Alphabet, info: DistInfo, label_vocabulary: LabelVocabulary | None = None
+) -> DataSplits:
+    """The prepared splits: rank 0 builds the caches, the others wait, then open the finished ones.
+    ``label_vocabulary``: the vocabulary to keep (resume, fine-tuning); None builds it from the data."""
     cache_root = resolve_cache_root(cfg.data, work_dir)
     if info.is_main:
-        splits = prepare_splits(cfg.data, alphabet, cache_root)
+        splits = prepare_splits(cfg.data, alphabet, cache_root, labels_cfg=cfg.labels, label_vocabulary=label_vocabulary)
     barrier(info)
     if not info.is_main:
-        splits = prepare_splits(cfg.data, alphabet, cache_root, progress=False)
+        splits = prepare_splits(
+            cfg.data, alphabet, cache_root, progress=False, labels_cfg=cfg.labels, label_vocabulary=label_vocabulary
+        )
     if splits.validation is None or len(splits.validation) == 0:
         logger.warning("no validation split: the likelihood bound will not be reported")
     return splits
 
 
-def build_components(cfg: Config, work_dir: Path, info: DistInfo) -> Components:
-    """Prepare the data and build every piece of the run on ``info.device``.
+def build_components(
+    cfg: Config, work_dir: Path, info: DistInfo, label_vocabulary: LabelVocabulary | None = None
+) -> Components:
+    """Prepare the data and build every piece of the run on ``info.device`` (``label_vocabulary``:
+    the one of the checkpoint resumed or the model started from, kept so label ids keep their meaning).
 
     The order matters for identical numbers: the global RNG is seeded after the data stream and
     before the model's initialisation, and FSDP shards the model's parameters in place, so the
@@ -110,7 +125,7 @@ def build_components(cfg: Config, work_dir: Path, info: DistInfo) -> Components:
     alphabet = Alphabet()
     precision = resolve_precision(cfg.training.precision, device)
     grad_accum = grad_accum_steps(cfg, info.world_size)
-    splits = prepare_data(cfg, work_dir, alphabet, info)
+    splits = prepare_data(cfg, work_dir, alphabet, info, label_vocabulary)
     stream = build_train_stream(
         cfg.data,
         splits.train,
@@ -122,7 +137,7 @@ def build_components(cfg: Config, work_dir: Path, info: DistInfo) -> Components:
     )
     seed_everything(cfg.training.seed)
     graph, noise = build_diffusion(cfg, alphabet)
-    model = build_model(cfg, alphabet).to(device)
+    model = build_model(cfg, alphabet, num_labels(splits)).to(device)
     uses_scaler = needs_grad_scaler(precision, device)
     parallel = wrap_model(model, cfg, info, uses_grad_scaler=uses_scaler)
     ema = EMA(model, cfg.training.ema_decay, warmup=True) if cfg.training.ema_decay > 0 else None
@@ -188,7 +203,7 @@ def evaluation_weights(components: Components, on_every_rank: bool) -> Iterator[
     if c.replica is None:
         # Built on the meta device: no init work and no draw from the global RNG.
         with torch.device("meta"):
-            replica = build_model(c.cfg, c.alphabet)
+            replica = build_model(c.cfg, c.alphabet, num_labels(c.splits))
         c.replica = replica.to_empty(device=c.device)
     c.replica.load_state_dict(weights)
     yield c.replica.eval()

@@ -23,6 +23,7 @@ import torch
 
 from protlig_dd.config import Config, ConfigError, apply_overrides, config_from_dict
 from protlig_dd.data.alphabet import Alphabet
+from protlig_dd.data.labels import LabelVocabulary
 from protlig_dd.inference import LoadedModel, load_model, load_model_config
 from protlig_dd.model.ema import EMA
 from protlig_dd.training.checkpoint import ARCHITECTURE_SECTIONS
@@ -42,6 +43,7 @@ class InitialModel:
 
     weights: dict[str, torch.Tensor]  # full state dict of the model (EMA weights when it had them)
     record: dict[str, Any]  # provenance: the name, where it resolved to, its step and which weights
+    label_vocabulary: LabelVocabulary | None = None  # the model's labels: kept, so its label ids keep their meaning
 
 
 def _flat_architecture(cfg: Config) -> dict[str, Any]:
@@ -82,7 +84,7 @@ def _load(cfg: Config) -> InitialModel:
         # A model that was itself fine-tuned: keep the chain.
         "initialized_from": loaded.meta.get("initialized_from"),
     }
-    return InitialModel(weights=loaded.model.state_dict(), record=record)
+    return InitialModel(weights=loaded.model.state_dict(), record=record, label_vocabulary=loaded.label_vocabulary)
 
 
 def load_initial_model(cfg: Config, info: DistInfo, *, resuming: bool) -> InitialModel | None:

@@ -32,6 +32,7 @@ import torch
 
 from protlig_dd.config import Config
 from protlig_dd.data.batch import Batch
+from protlig_dd.data.labels import LabelVocabulary
 from protlig_dd.data.loader import TrainBatchStream
 from protlig_dd.data.pipeline import residue_counts
 from protlig_dd.data.unigram import unigram_perplexity
@@ -49,6 +50,7 @@ from protlig_dd.training.distributed import (
     init_distributed,
     shutdown_distributed,
 )
+from protlig_dd.training.label_dropout import LabelDropout
 from protlig_dd.training.lr_schedule import lr_at
 from protlig_dd.training.metrics_log import MetricsLogger
 from protlig_dd.training.nonfinite import NonfiniteTracker, apply_if_finite, skips_nonfinite_on_device
@@ -116,10 +118,13 @@ class _LogWindow:
 class Trainer:
     """The training state and the step of a run, around its built components (``components``)."""
 
-    def __init__(self, cfg: Config, options: RunOptions, info: DistInfo) -> None:
+    def __init__(
+        self, cfg: Config, options: RunOptions, info: DistInfo, label_vocabulary: LabelVocabulary | None = None
+    ) -> None:
         self.options = options
         self.info = info
-        self.components = c = build_components(cfg, Path(options.work_dir), info)
+        self.components = c = build_components(cfg, Path(options.work_dir), info, label_vocabulary)
+        self.label_dropout = LabelDropout(cfg.labels.p_uncond, cfg.labels.random_subsets)
         self.state = TrainState()
         self.defers_finite_check = skips_nonfinite_on_device(
             c.optimizer, info.device, c.scaler.is_enabled(), c.parallel.strategy
@@ -237,6 +242,7 @@ class Trainer:
             seed = mix_seed(c.cfg.training.seed, self.state.micro_batches + i * info.world_size + info.rank)
             self.noise_generator.manual_seed(seed)
             torch.manual_seed(seed ^ 0x5DEECE66D)  # dropout
+            batch = self.label_dropout(batch, seed)
             batch, score = bind_batch(c.parallel.module, batch, c.precision, info.device, non_blocking=True)
             # Gradients are reduced across ranks once per step, in the last micro-batch's backward.
             with c.parallel.gradient_sync(i == len(micro_batches) - 1):
@@ -425,6 +431,16 @@ class Trainer:
         return last_metrics
 
 
+def kept_label_vocabulary(
+    saved: ckpt.TrainingCheckpoint | None, initial: init_from.InitialModel | None
+) -> LabelVocabulary | None:
+    """The label vocabulary a run must keep: the resumed checkpoint's, else the starting model's."""
+    if saved is not None:
+        labels = saved.meta.get("data_summary", {}).get("labels")
+        return LabelVocabulary.from_dict(labels) if labels else None
+    return initial.label_vocabulary if initial is not None else None
+
+
 def _resume_from(cfg: Config, options: RunOptions, info: DistInfo) -> ckpt.TrainingCheckpoint | None:
     """The checkpoint to resume (read), or None for a fresh start; every rank gets the same one.
 
@@ -459,7 +475,7 @@ def train(cfg: Config, options: RunOptions) -> dict[str, float]:
             archived = archive_previous_run(work_dir)
             logger.info("moved the earlier run in %s aside to %s", work_dir, archived)
         barrier(info)
-        trainer = Trainer(cfg, options, info)
+        trainer = Trainer(cfg, options, info, kept_label_vocabulary(saved, initial))
         try:
             if info.is_main:
                 (work_dir / "config.yaml").write_text(trainer.components.config_yaml)
