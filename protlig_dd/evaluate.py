@@ -13,7 +13,8 @@ is given. A model trained with labels also gets a label-conditioning section
 (protlig_dd.evaluation.conditional): held-out labelled sequences (--labelled-data with
 --labels-from, or the run's own hash split) scored under their own labels, other sequences' labels
 and no label; and for each --signature-label, guided samples at each --guidance weight beside
-unconditional samples and real members. See protlig_dd.evaluation.report for what each number means. Exit codes: 0 done, 2 bad
+unconditional samples and real members. See protlig_dd.evaluation.report for what each number means.
+Exit codes: 0 done, 2 bad
 arguments, checkpoint or input file (one line on stderr, no traceback).
 """
 
@@ -53,10 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labelled-data", help="held-out labelled sequences (default: the run's own split)")
     parser.add_argument("--labels-from", help="their labels: header:KEY, column:NAME or a label table")
     parser.add_argument("--max-labelled-sequences", type=int, default=0, help="use the first M (0 = all)")
-    parser.add_argument("--signature-label", action="append", default=[], metavar="TERM",
-                        help="compare guided samples for this label with real members (repeatable)")
-    parser.add_argument("--guidance", type=float, action="append", metavar="W",
-                        help="guidance weights of the signature samples (repeatable; default 0 and 2)")
+    parser.add_argument(
+        "--signature-label",
+        action="append",
+        default=[],
+        metavar="TERM",
+        help="compare guided samples for this label with real members (repeatable)",
+    )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        action="append",
+        metavar="W",
+        help="guidance weights of the signature samples (repeatable; default 0 and 2)",
+    )
     parser.add_argument("--guidance-schedule", choices=GUIDANCE_SCHEDULES, default="constant")
     parser.add_argument("--out", required=True, help="report directory")
     return parser

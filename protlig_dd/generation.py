@@ -104,9 +104,7 @@ def generate(
     if templates is None:
         templates = templates_from_lengths(list(lengths), alphabet, max_length)
     elif max_length is not None and templates.shape[1] > max_length:
-        raise ValueError(
-            f"templates of length {templates.shape[1]} exceed the model's max_length {max_length}"
-        )
+        raise ValueError(f"templates of length {templates.shape[1]} exceed the model's max_length {max_length}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if labels is not None and len(labels) != templates.shape[0]:

@@ -75,7 +75,9 @@ class LoadedModel:
         vocabulary = self.label_vocabulary
         if vocabulary is None:
             if labels:
-                raise UnknownLabelError(f"{self.checkpoint}: this model was trained without labels; it cannot take --label")
+                raise UnknownLabelError(
+                    f"{self.checkpoint}: this model was trained without labels; it cannot take --label"
+                )
             return []
         return [vocabulary.lookup(label) for label in labels]
 
@@ -138,7 +140,9 @@ class LoadedModel:
             batch_size=batch_size,
             on_chunk=on_chunk,
             cache=cache,
-            labels=None if not label_ids else [label_ids] * (len(lengths) if lengths is not None else templates.shape[0]),
+            labels=None
+            if not label_ids
+            else [label_ids] * (len(lengths) if lengths is not None else templates.shape[0]),
             guidance=conditioning,
         )
 

@@ -134,6 +134,25 @@ def _how_to_load(name: str) -> list[str]:
     ]
 
 
+def _labels(config: dict[str, Any]) -> list[str]:
+    """The conditioning section of a label-conditioned model (none for an unconditional one)."""
+    labels = config.get("data_summary", {}).get("labels")
+    if not labels:
+        return []
+    settings = config["run_config"].get("labels", {})
+    names = labels.get("names") or {}
+    top = ", ".join(f"{t} ({names[t]})" if t in names else t for t in labels["terms"][:8])
+    return [
+        "## Labels",
+        "",
+        f"Conditioned on {len(labels['terms']):,} labels from {labels.get('source') or settings.get('source')} "
+        f"(the most frequent: {top}). Trained with label dropout p = {settings.get('p_uncond')}, so it is also an "
+        "unconditional model; sample with `--label TERM [--guidance W]` (classifier-free guidance) and score "
+        "with `--label TERM` or `--labels-from SOURCE`. The full vocabulary is `data_summary.labels` in config.json.",
+        "",
+    ]
+
+
 def model_card(config: dict[str, Any], *, name: str, title: str, license_tag: str) -> str:
     """The README.md text for an export with ``config`` (config.json), titled ``title``, loaded as ``name``."""
     model, run = config["model"], config["run_config"]
@@ -180,6 +199,7 @@ def model_card(config: dict[str, Any], *, name: str, title: str, license_tag: st
         f"{'on' if sampling['denoise'] else 'off'}; lengths drawn from the training length histogram "
         f"({length_note}, capped at {model['max_length']}) unless given.",
         "",
+        *_labels(config),
         "## How to load",
         "",
         *_how_to_load(name),

@@ -69,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="condition on this label (repeatable), e.g. GO:0016021; the model must have been trained with labels",
     )
     parser.add_argument(
-        "--guidance", type=float, default=0.0, metavar="W", help="classifier-free guidance weight (0 = conditional only)"
+        "--guidance",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="classifier-free guidance weight (0 = conditional only)",
     )
     parser.add_argument("--guidance-schedule", choices=GUIDANCE_SCHEDULES, default="constant")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences generated at once")
@@ -78,9 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_templates(
-    args: argparse.Namespace, loaded: LoadedModel, generator: torch.Generator
-) -> torch.Tensor:
+def build_templates(args: argparse.Namespace, loaded: LoadedModel, generator: torch.Generator) -> torch.Tensor:
     """(num, L) int64 templates from the arguments: residues fixed, MASK to generate, PAD beyond."""
     alphabet, max_length = loaded.alphabet, loaded.max_length
     if args.template is not None:

@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples-per-seq", type=int, default=8, help="Monte-Carlo draws of t per sequence (default 8)"
     )
     labels = parser.add_mutually_exclusive_group()
-    labels.add_argument("--label", action="append", default=[], metavar="TERM", help="score under this label (repeatable)")
+    labels.add_argument(
+        "--label", action="append", default=[], metavar="TERM", help="score under this label (repeatable)"
+    )
     labels.add_argument(
         "--labels-from", metavar="SOURCE", help="each sequence's labels: header:KEY, column:NAME or a label table path"
     )
@@ -125,7 +127,8 @@ def run(args: argparse.Namespace) -> None:
         f"{report.max_length}) in {elapsed:.1f} s: {total_residues / max(elapsed, 1e-9):.0f} residues/s"
         f"{' (compiled: the time includes compilation)' if loaded.compiled else ''}"
     )
-    print(f"total: {report.total.describe()}; uniform over 20 amino acids: ppl 20{f' ({label_note})' if label_note else ''}")
+    under = f" ({label_note})" if label_note else ""
+    print(f"total: {report.total.describe()}; uniform over 20 amino acids: ppl 20{under}")
     print(f"wrote {out} and {summary_path(out)}")
 
 

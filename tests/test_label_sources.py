@@ -21,20 +21,22 @@ import pytest
 
 from protlig_dd.data import label_sources
 from protlig_dd.data.label_sources import (
-    GO_ROOTS,
     LabelSource,
     LabelSourceError,
-    add_ancestors,
-    ancestor_closure,
     parse_label_source,
     read_column_labels,
     read_header_labels,
-    read_label_table,
+)
+from protlig_dd.data.label_tables import read_label_table
+from protlig_dd.data.readers import iter_records
+from protlig_dd.data.sources import SourceSpec
+from protlig_dd.data.term_graph import (
+    GO_ROOTS,
+    add_ancestors,
+    ancestor_closure,
     read_term_parents,
     term_namespaces_from_graph,
 )
-from protlig_dd.data.readers import iter_records
-from protlig_dd.data.sources import SourceSpec
 
 SHARED_GO = Path(__file__).resolve().parents[2] / "shared" / "data" / "swissprot50_2014"
 MF, BP, CC = "molecular_function", "biological_process", "cellular_component"
@@ -352,7 +354,7 @@ def test_term_parents_swapped_columns_are_detected(tmp_path: Path, caplog: pytes
     a warning naming the file: the result equals that of the correctly labelled file, whatever the
     relation filter; roots on both sides are an error."""
     right = read_term_parents(str(_graph_file(tmp_path)), ())
-    with caplog.at_level(logging.WARNING, logger="protlig_dd.data.label_sources"):
+    with caplog.at_level(logging.WARNING, logger="protlig_dd.data.term_graph"):
         swapped = read_term_parents(str(_graph_file(tmp_path, swapped=True, name="swapped.tsv")), ())
     assert {k: sorted(v) for k, v in swapped.items()} == {k: sorted(v) for k, v in right.items()}
     # A relation filter that keeps no root edge does not hide the swap.

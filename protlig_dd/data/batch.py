@@ -43,7 +43,9 @@ class Batch:
                 f"positions {tuple(self.positions.shape)}"
             )
         if self.labels is not None and (self.labels.dim() != 3 or self.labels.shape[0] != self.tokens.shape[0]):
-            raise ValueError(f"Batch.labels must be (B, S + 1, K) with B = {self.tokens.shape[0]}, got {tuple(self.labels.shape)}")
+            raise ValueError(
+                f"Batch.labels must be (B, S + 1, K) with B = {self.tokens.shape[0]}, got {tuple(self.labels.shape)}"
+            )
 
     @property
     def batch_size(self) -> int:

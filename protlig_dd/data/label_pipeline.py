@@ -1,7 +1,8 @@
 """From a LabelsConfig and the prepared caches to a label vocabulary and per-cache label sets.
 
 The labels of every cached sequence are looked up by its id in the label source (a FASTA header
-field, a column of the source, or a table keyed by id; label_sources.py reads them), optionally
+field, a column of the source, or a table keyed by id: label_sources.py, label_tables.py and
+term_graph.py read them), optionally
 extended by each term's ancestors. The vocabulary is built from the training split only, unless
 one is given (a resumed run or a fine-tuned model keeps the vocabulary of its checkpoint). The
 result is stored beside the token caches in ``<cache_root>/labels-<key>/`` (key: the label
@@ -25,17 +26,14 @@ from protlig_dd.config import LabelsConfig
 from protlig_dd.data.cache import PreparedCache
 from protlig_dd.data.label_sources import (
     LabelSourceError,
-    add_ancestors,
-    ancestor_closure,
     parse_label_source,
     read_column_labels,
     read_header_labels,
-    read_label_table,
-    read_term_parents,
-    term_namespaces_from_graph,
 )
+from protlig_dd.data.label_tables import read_label_table
 from protlig_dd.data.labels import LabelSets, LabelVocabulary
 from protlig_dd.data.sources import SourceSpec
+from protlig_dd.data.term_graph import add_ancestors, ancestor_closure, read_term_parents, term_namespaces_from_graph
 from protlig_dd.durable_io import atomic_folder, write_file
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
@@ -108,9 +106,7 @@ def read_labels(cfg: LabelsConfig, source_text: str, specs: Sequence[SourceSpec]
     return labels
 
 
-def _label_maps(
-    cfg: LabelsConfig, role_specs: Mapping[str, Sequence[SourceSpec]]
-) -> dict[str, dict[str, list[str]]]:
+def _label_maps(cfg: LabelsConfig, role_specs: Mapping[str, Sequence[SourceSpec]]) -> dict[str, dict[str, list[str]]]:
     """role -> (sequence id -> labels); a label table is read once for every role."""
     if parse_label_source(cfg.source if cfg.source != "embedded" else str(EMBEDDED_LABEL_TABLE)).kind == "table":
         table = read_labels(cfg, cfg.source, [])
@@ -177,7 +173,9 @@ def prepare_labels(
                 f"labels.source {_describe_source(cfg)}: no label occurs in {cfg.min_count} or more training "
                 f"sequences (labels.min_count); {labelled} training sequences carry labels"
             )
-    sets = {role: LabelSets.from_lists([vocabulary.encode(labels) for labels in rows]) for role, rows in aligned.items()}
+    sets = {
+        role: LabelSets.from_lists([vocabulary.encode(labels) for labels in rows]) for role, rows in aligned.items()
+    }
     Path(cache_root).mkdir(parents=True, exist_ok=True)
     tmp = Path(cache_root) / f".labels-{key}.tmp-{os.getpid()}"
     with atomic_folder(final, tmp, what="label sets", intact="no earlier label sets were changed") as folder:

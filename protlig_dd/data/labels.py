@@ -90,7 +90,10 @@ class LabelVocabulary:
         if self.names:
             by_name = {name.lower(): term for term, name in self.names.items()}
             close += [by_name[n] for n in difflib.get_close_matches(label.lower(), list(by_name), n=3, cutoff=0.6)]
-        hint = f"; close ones: {', '.join(self.describe(t) for t in dict.fromkeys(close))}" if close else ""
+        if close:
+            hint = f"; close ones: {', '.join(self.describe(t) for t in dict.fromkeys(close))}"
+        else:
+            hint = f"; the most frequent: {', '.join(self.describe(t) for t in self.terms[:5])}"
         raise UnknownLabelError(f"unknown label {label!r}: not among the model's {len(self)} labels{hint}")
 
     def describe(self, term: str) -> str:
@@ -130,7 +133,9 @@ class LabelSets:
         if self.offsets.ndim != 1 or len(self.offsets) < 1 or self.offsets[0] != 0:
             raise ValueError("LabelSets.offsets must be a 1-D array starting at 0")
         if int(self.offsets[-1]) != len(self.values):
-            raise ValueError(f"LabelSets: offsets end at {int(self.offsets[-1])} but there are {len(self.values)} values")
+            raise ValueError(
+                f"LabelSets: offsets end at {int(self.offsets[-1])} but there are {len(self.values)} values"
+            )
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -175,4 +180,3 @@ def label_grid(sets: Sequence[Sequence[Sequence[int]]], num_rows: int) -> np.nda
         for s, labels in enumerate(row, start=1):
             grid[r, s, : len(labels)] = labels
     return grid
-

@@ -156,9 +156,7 @@ def residue_counts(sequences: SequenceSet, num_residues: int) -> np.ndarray:
         # Token positions of the block: each sequence's start repeated over its length, plus 0..len-1.
         offsets_in_block = np.concatenate([[0], np.cumsum(block_lengths)[:-1]])
         index = np.repeat(starts[begin:stop] - offsets_in_block, block_lengths) + np.arange(total)
-        counts += np.bincount(np.asarray(sequences.store.tokens[index]), minlength=num_residues)[
-            :num_residues
-        ]
+        counts += np.bincount(np.asarray(sequences.store.tokens[index]), minlength=num_residues)[:num_residues]
         begin = stop
     return counts
 

@@ -47,8 +47,8 @@ from protlig_dd.data.readers import Record, SourceError, SourceSpec, iter_record
 from protlig_dd.data.unigram import unigram_perplexity
 from protlig_dd.diffusion.likelihood import BOUND_NOTE
 from protlig_dd.evaluation import metrics, plots
-from protlig_dd.evaluation.report_markdown import write_markdown
 from protlig_dd.evaluation.conditional import heldout_labelled, label_control, signature_comparison
+from protlig_dd.evaluation.report_markdown import write_markdown
 from protlig_dd.evaluation.shuffle_control import SHUFFLE_CONTROL_NOTE, shuffle_control
 from protlig_dd.inference import LoadedModel
 from protlig_dd.scoring import encode_records, read_sequences, score_tokens
@@ -233,16 +233,28 @@ def conditional_section(loaded: LoadedModel, options: EvaluationOptions, out_dir
     heldout = heldout_labelled(loaded, options.labelled_data, options.labels_from, options.max_labelled_sequences)
     k = options.samples_per_sequence or loaded.config.eval.samples_per_sequence
     total = sum(len(r.sequence) for r in heldout.records) * 3
-    with tqdm(total=total, unit="res", unit_scale=True, desc="label control", file=sys.stderr,
-              disable=not options.progress) as bar:
+    with tqdm(
+        total=total, unit="res", unit_scale=True, desc="label control", file=sys.stderr, disable=not options.progress
+    ) as bar:
         control = label_control(
-            loaded, heldout, samples_per_sequence=k, batch_size=options.batch_size, seed=options.seed,
+            loaded,
+            heldout,
+            samples_per_sequence=k,
+            batch_size=options.batch_size,
+            seed=options.seed,
             on_batch=bar.update,
         )
     signatures = [
         signature_comparison(
-            loaded, heldout, label, guidance=options.guidance, guidance_schedule=options.guidance_schedule,
-            num_samples=options.num_samples, steps=options.steps, seed=options.seed, batch_size=options.batch_size,
+            loaded,
+            heldout,
+            label,
+            guidance=options.guidance,
+            guidance_schedule=options.guidance_schedule,
+            num_samples=options.num_samples,
+            steps=options.steps,
+            seed=options.seed,
+            batch_size=options.batch_size,
             fasta_dir=out_dir / "conditional_samples",
         )
         for label in options.signature_labels

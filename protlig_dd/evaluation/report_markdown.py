@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from protlig_dd.evaluation.label_signatures import signature_table_markdown
-
 from protlig_dd.diffusion.likelihood import BOUND_NOTE
+from protlig_dd.evaluation.label_signatures import signature_table_markdown
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

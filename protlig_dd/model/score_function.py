@@ -77,7 +77,8 @@ def make_sampling_score_fn(
         if not guided:
             return CountedScore(make_score_fn(model, segment_ids, positions, precision, device, labels), num_rows)
         assert guidance is not None and labels is not None
-        both = make_score_fn(model, *_doubled(segment_ids, positions, labels), precision, device)
+        twice_segments, twice_positions, pair_labels = _doubled(segment_ids, positions, labels)
+        both = make_score_fn(model, twice_segments, twice_positions, precision, device, pair_labels)
 
         def guided_score(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
             conditional, unconditional = both(torch.cat((x_t, x_t)), torch.cat((sigma_bar, sigma_bar))).chunk(2)

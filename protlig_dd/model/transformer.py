@@ -39,6 +39,7 @@ SIGMA_FREQUENCY_DIM = 256
 # Longest period of those features; sigma_bar lives in about [1e-4, 20].
 SIGMA_MAX_PERIOD = 10000.0
 
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN modulation x * (1 + scale) + shift, with x (B, L, D) and shift/scale (B, 1, D) (one
     conditioning vector per row) or (B, L, D) (per position: packed rows with their own labels).
@@ -60,9 +61,7 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 def sigma_features(sigma_bar: torch.Tensor, dim: int, max_period: float = SIGMA_MAX_PERIOD) -> torch.Tensor:
     """Sinusoidal features (B, dim) of a (B,) noise level, in float32 (cos half then sin half)."""
     half = dim // 2
-    freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=sigma_bar.device) / half
-    )
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=sigma_bar.device) / half)
     args = sigma_bar.float()[:, None] * freqs[None, :]  # (B, half)
     features = torch.cat((torch.cos(args), torch.sin(args)), dim=-1)
     if dim % 2:
@@ -276,9 +275,7 @@ class SEDDTransformer(nn.Module):
                 f"segment_ids shape {tuple(segment_ids.shape)} does not match tokens {tuple(tokens.shape)}"
             )
         if positions is not None and positions.shape != tokens.shape:
-            raise ValueError(
-                f"positions shape {tuple(positions.shape)} does not match tokens {tuple(tokens.shape)}"
-            )
+            raise ValueError(f"positions shape {tuple(positions.shape)} does not match tokens {tuple(tokens.shape)}")
 
         if self.time_conditioning:
             f = self.network(tokens, sigma_bar, segment_ids, positions, labels)
@@ -356,6 +353,10 @@ class SEDDTransformer(nn.Module):
         else:
             cond = x.new_zeros(batch, 1, self.cfg.cond_dim)  # see __init__
         if self.label_embedder is not None:
+            if labels is not None and labels.shape[1] == 2:
+                # One sequence per row: condition per row, (B, 1, C), the shape of the unlabelled
+                # path, so "no label" computes exactly what no labels at all computes.
+                labels = labels[:, 1:]
             return cond + self.label_embedder(labels, batch).float()
         if labels is not None:
             raise ValueError("this model was trained without labels: it cannot be conditioned on labels")

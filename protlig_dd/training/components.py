@@ -99,13 +99,12 @@ def prepare_data(
     """The prepared splits: rank 0 builds the caches, the others wait, then open the finished ones.
     ``label_vocabulary``: the vocabulary to keep (resume, fine-tuning); None builds it from the data."""
     cache_root = resolve_cache_root(cfg.data, work_dir)
+    labels = {"labels_cfg": cfg.labels, "label_vocabulary": label_vocabulary}
     if info.is_main:
-        splits = prepare_splits(cfg.data, alphabet, cache_root, labels_cfg=cfg.labels, label_vocabulary=label_vocabulary)
+        splits = prepare_splits(cfg.data, alphabet, cache_root, **labels)
     barrier(info)
     if not info.is_main:
-        splits = prepare_splits(
-            cfg.data, alphabet, cache_root, progress=False, labels_cfg=cfg.labels, label_vocabulary=label_vocabulary
-        )
+        splits = prepare_splits(cfg.data, alphabet, cache_root, progress=False, **labels)
     if splits.validation is None or len(splits.validation) == 0:
         logger.warning("no validation split: the likelihood bound will not be reported")
     return splits

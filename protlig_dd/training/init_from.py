@@ -26,7 +26,7 @@ from protlig_dd.data.alphabet import Alphabet
 from protlig_dd.data.labels import LabelVocabulary
 from protlig_dd.inference import LoadedModel, load_model, load_model_config
 from protlig_dd.model.ema import EMA
-from protlig_dd.training.checkpoint import ARCHITECTURE_SECTIONS
+from protlig_dd.training.checkpoint import ARCHITECTURE_SECTIONS, TrainingCheckpoint
 from protlig_dd.training.components import Components
 from protlig_dd.training.distributed import DistInfo, barrier
 from protlig_dd.training.parallel import load_full_model_state
@@ -129,3 +129,11 @@ def starting_config(reference: str, overrides: list[str]) -> Config:
     data = cfg.to_dict()
     data["data"]["cache_dir"] = ""
     return config_from_dict(apply_overrides(data, overrides), f"the config of {reference} (+ --set overrides)")
+
+
+def kept_label_vocabulary(saved: TrainingCheckpoint | None, initial: InitialModel | None) -> LabelVocabulary | None:
+    """The label vocabulary a run must keep: the resumed checkpoint's, else the starting model's."""
+    if saved is not None:
+        labels = saved.meta.get("data_summary", {}).get("labels")
+        return LabelVocabulary.from_dict(labels) if labels else None
+    return initial.label_vocabulary if initial is not None else None

@@ -431,16 +431,6 @@ class Trainer:
         return last_metrics
 
 
-def kept_label_vocabulary(
-    saved: ckpt.TrainingCheckpoint | None, initial: init_from.InitialModel | None
-) -> LabelVocabulary | None:
-    """The label vocabulary a run must keep: the resumed checkpoint's, else the starting model's."""
-    if saved is not None:
-        labels = saved.meta.get("data_summary", {}).get("labels")
-        return LabelVocabulary.from_dict(labels) if labels else None
-    return initial.label_vocabulary if initial is not None else None
-
-
 def _resume_from(cfg: Config, options: RunOptions, info: DistInfo) -> ckpt.TrainingCheckpoint | None:
     """The checkpoint to resume (read), or None for a fresh start; every rank gets the same one.
 
@@ -475,7 +465,7 @@ def train(cfg: Config, options: RunOptions) -> dict[str, float]:
             archived = archive_previous_run(work_dir)
             logger.info("moved the earlier run in %s aside to %s", work_dir, archived)
         barrier(info)
-        trainer = Trainer(cfg, options, info, kept_label_vocabulary(saved, initial))
+        trainer = Trainer(cfg, options, info, init_from.kept_label_vocabulary(saved, initial))
         try:
             if info.is_main:
                 (work_dir / "config.yaml").write_text(trainer.components.config_yaml)
