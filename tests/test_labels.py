@@ -366,3 +366,24 @@ def test_conditional_bound_approaches_the_known_entropy_on_an_oracle() -> None:
     q[2] = q[2].clamp_min(1e-6)
     wrong_bound = bound_batch(model, graph, noise, wrong, 4, "fp32", torch.device("cpu"), generator=g).bound
     assert float(wrong_bound.mean()) / 48 > 5
+
+
+def test_guided_sampling_keeps_template_residues() -> None:
+    from protlig_dd.diffusion.templates import templates_from_strings
+
+    model = _labelled_model()
+    templates = templates_from_strings(["MKT______GGS", "____W____"], ALPHABET, 64)
+    out = generate(
+        model,
+        Absorbing(N),
+        LogLinear(1e-3),
+        ALPHABET,
+        templates=templates,
+        steps=10,
+        labels=[[2], [2]],
+        guidance=Guidance(3.0),
+        generator=torch.Generator().manual_seed(0),
+    )
+    first, second = out.sequences
+    assert first.startswith("MKT") and first.endswith("GGS") and len(first) == 12 and "_" not in first
+    assert second[4] == "W" and len(second) == 9
