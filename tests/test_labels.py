@@ -109,6 +109,25 @@ def test_vocabulary_is_built_from_training_ids_stored_with_the_cache_and_reused(
         assert resumed.train.label_ids(k) == ([2, 1] if odd else [2])  # GO:1 is id 2, GO:2 id 1 now
 
 
+def test_labels_from_a_fasta_header_field(tmp_path: Path) -> None:
+    """UniRef-style headers (synthetic sequences): TaxID=... becomes each sequence's label."""
+    rng = np.random.default_rng(2)
+    lines = []
+    for i in range(60):
+        taxon = ("9606", "10090", "562")[i % 3]
+        seq = "".join(rng.choice(list(ALPHABET.residues[:20]), 30))
+        lines += [f">UniRef50_X{i} Some protein n=2 Tax=Some organism TaxID={taxon} RepID=X{i}", seq]
+    (tmp_path / "uniref.fasta").write_text("\n".join(lines) + "\n")
+    data = DataConfig(source=str(tmp_path / "uniref.fasta"), validation_fraction=0.1)
+    labels = LabelsConfig(source="header:TaxID", min_count=1)
+    splits = prepare_splits(data, ALPHABET, tmp_path / "cache", progress=False, labels_cfg=labels)
+    vocabulary = LabelVocabulary.from_dict(splits.summary.labels)
+    assert set(vocabulary.terms) == {"9606", "10090", "562"}
+    for k in range(len(splits.train)):
+        i = int(splits.train.sequence_id(k).removeprefix("UniRef50_X"))
+        assert splits.train.label_ids(k) == [vocabulary.lookup(("9606", "10090", "562")[i % 3])]
+
+
 def test_a_label_table_matching_no_sequence_is_an_error_naming_it(tmp_path: Path) -> None:
     _write_fasta(tmp_path / "seqs.fasta.gz", 20, seed=1)
     _write_table(tmp_path / "other.tsv", [f"Q{i}" for i in range(20)])
