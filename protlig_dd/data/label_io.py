@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from protlig_dd.data.readers import delimited_rows
 from protlig_dd.data.sources import SourceError, open_binary
 
 
@@ -98,26 +99,7 @@ def _open_table(
         reader = csv.reader(itertools.chain([first], text), delimiter=delimiter, quoting=quoting)
         header = [h.strip() for h in next(reader)]
 
-        def rows() -> Iterator[tuple[int, int, list[str]]]:
-            record = 0
-            while True:
-                line = reader.line_num + 1  # physical line where the next row starts
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as err:
-                    raise LabelSourceError(f"{path} line {line}: malformed row: {err}") from None
-                if not row:
-                    continue
-                record += 1
-                if len(row) != len(header):
-                    raise LabelSourceError(
-                        f"{path} line {line} (record {record}): {len(row)} fields, the header has {len(header)}"
-                    )
-                yield line, record, row
-
-        yield header, rows()
+        yield header, delimited_rows(reader, path, len(header))
 
 
 def _find_columns(header: list[str]) -> dict[str, int]:

@@ -17,7 +17,6 @@ naming the file and the line, record or column. The GO term graph is read by ter
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from protlig_dd.data.label_io import LabelSourceError, _open_table, _OrderedLabels, _reading, _split_labels
-from protlig_dd.data.readers import _text_value  # the readers' id rule for non-CSV cells
+from protlig_dd.data.readers import _text_value, json_objects  # the readers' id rule for non-CSV cells
 from protlig_dd.data.sources import SourceSpec, open_binary
 
 LABEL_SOURCE_KINDS = ("header", "column", "table")
@@ -210,20 +209,7 @@ def _jsonl_labels(spec: SourceSpec, column: str) -> Iterator[tuple[str, list[str
         record = 0
         first_keys: list[str] = []
         column_seen = False
-        for line, text in enumerate(raw, start=1):
-            text = text.strip()
-            if not text:
-                continue
-            if record == 0 and text.startswith(b"["):
-                raise LabelSourceError(f"{spec.path} line {line}: a JSON array is not supported; use JSON Lines")
-            record += 1
-            where = f"{spec.path} line {line} (record {record})"
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise LabelSourceError(f"{where}: invalid JSON: {err.msg}") from None
-            if not isinstance(obj, dict):
-                raise LabelSourceError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        for line, record, where, obj in json_objects(raw, spec.path):
             if spec.id_column and spec.id_column not in obj:
                 raise _missing_column(spec.path, f" line {line} (record {record})", spec.id_column, "id", sorted(obj))
             if record == 1:

@@ -235,22 +235,7 @@ def _delimited_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
             id_col = header.index(spec.id_column)
         width = len(header)
         batcher = _Batcher(spec.path, with_lines=True)
-        record = 0
-        while True:
-            line = reader.line_num + 1  # physical line where the next row starts
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as err:
-                raise SourceError(f"{spec.path} line {line}: malformed {fmt.upper()} row: {err}") from None
-            if not row:  # blank line
-                continue
-            record += 1
-            if len(row) != width:
-                raise SourceError(
-                    f"{spec.path} line {line} (record {record}): {len(row)} fields, the header has {width}"
-                )
+        for line, record, row in delimited_rows(reader, spec.path, width, f"{fmt.upper()} row"):
             where = f"{spec.path} line {line} (record {record})"
             rid = row[id_col].strip().encode("utf-8") if id_col is not None else str(record).encode()
             if not rid:
@@ -261,25 +246,61 @@ def _delimited_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
         yield batcher.flush()
 
 
+def delimited_rows(
+    reader: Any, path: str, width: int, what: str = "row"
+) -> Iterator[tuple[int, int, list[str]]]:
+    """(physical line, record number, fields) of each row of a ``csv.reader`` past its header.
+
+    Blank lines are skipped and not counted as records; a malformed row or one of another width than
+    the header is a SourceError naming the line (``what`` names the kind of row in that message).
+    The sequence readers and the label readers share it, so their record numbers agree.
+    """
+    record = 0
+    while True:
+        line = reader.line_num + 1  # physical line where the next row starts
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise SourceError(f"{path} line {line}: malformed {what}: {err}") from None
+        if not row:  # blank line
+            continue
+        record += 1
+        if len(row) != width:
+            raise SourceError(f"{path} line {line} (record {record}): {len(row)} fields, the header has {width}")
+        yield line, record, row
+
+
+def json_objects(raw: Any, path: str) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
+    """(line, record number, where, object) of each non-blank line of a JSON Lines byte stream.
+
+    A JSON array, invalid JSON or a line that is not an object is a SourceError naming the line. The
+    sequence readers and the label readers share it, so their record numbers agree.
+    """
+    record = 0
+    for line, text in enumerate(raw, start=1):
+        text = text.strip()
+        if not text:
+            continue
+        if record == 0 and text.startswith(b"["):
+            raise SourceError(f"{path} line {line}: a JSON array is not supported; use JSON Lines")
+        record += 1
+        where = f"{path} line {line} (record {record})"
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SourceError(f"{where}: invalid JSON: {err.msg}") from None
+        if not isinstance(obj, dict):
+            raise SourceError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        yield line, record, where, obj
+
+
 def _jsonl_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
     """JSON Lines: one object per line; blank lines are skipped."""
     with open_binary(spec.path) as raw:
         batcher = _Batcher(spec.path, with_lines=True)
-        record = 0
-        for line, text in enumerate(raw, start=1):
-            text = text.strip()
-            if not text:
-                continue
-            if record == 0 and text.startswith(b"["):
-                raise SourceError(f"{spec.path} line {line}: a JSON array is not supported; use JSON Lines")
-            record += 1
-            where = f"{spec.path} line {line} (record {record})"
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise SourceError(f"{where}: invalid JSON: {err.msg}") from None
-            if not isinstance(obj, dict):
-                raise SourceError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        for line, record, where, obj in json_objects(raw, spec.path):
             for column, role in ((spec.sequence_column, "sequence"), (spec.id_column, "id")):
                 if column and column not in obj:
                     raise _column_error(
