@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from protlig_dd.data.label_io import LabelSourceError, _open_table, _OrderedLabels, _reading, _split_labels
-from protlig_dd.data.readers import _text_value, json_objects  # the readers' id rule for non-CSV cells
+from protlig_dd.data.readers import _text_value, complete_parts, json_objects  # the readers' id rule for non-CSV cells
 from protlig_dd.data.sources import SourceSpec, open_binary
 
 LABEL_SOURCE_KINDS = ("header", "column", "table")
@@ -111,27 +111,14 @@ def _fasta_headers(path: str) -> Iterator[tuple[int, bytes]]:
     so that sequence lines never become Python objects."""
     headers = re.compile(rb"^>([^\n]*)", re.MULTILINE)
     with open_binary(path) as handle:
-        carry = b""
-        line = 1  # line number of the first byte of ``data``
-        while True:
-            block = handle.read(_FASTA_BLOCK_BYTES)
-            data = carry + block if carry else block
-            if block:
-                cut = data.rfind(b"\n")
-                if cut < 0:  # one line longer than a block: keep reading
-                    carry = data
-                    continue
-                part, carry = data[: cut + 1], data[cut + 1 :]
-            else:
-                part, carry = data, b""
+        line = 1  # line number of the first byte of the part
+        for part in complete_parts(handle, b"\n", _FASTA_BLOCK_BYTES):
             position = 0
             for match in headers.finditer(part):
                 line += part.count(b"\n", position, match.start())
                 position = match.start()
                 yield line, match.group(1).rstrip(b"\r")
             line += part.count(b"\n", position)
-            if not block:
-                return
 
 
 # ----------------------------------------------------------------------------- sequence source columns

@@ -96,21 +96,10 @@ def _clean(seq: bytes) -> bytes:
 def _fasta_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
     """Read FASTA in large blocks, cutting complete records at the last '\\n>' of each block."""
     with open_binary(spec.path) as handle:
-        carry = b""
         line = 1  # line number of the first line of the next part
         record = 1
         first = True
-        while True:
-            block = handle.read(_FASTA_BLOCK_BYTES)
-            data = carry + block if carry else block
-            if block:
-                cut = data.rfind(b"\n>")
-                if cut < 0:  # one record larger than a block: keep reading
-                    carry = data
-                    continue
-                part, carry = data[: cut + 1], data[cut + 1 :]
-            else:
-                part, carry = data, b""
+        for part in complete_parts(handle, b"\n>", _FASTA_BLOCK_BYTES):
             if first:
                 part, line = _skip_leading_blank(part, spec.path, line)
                 first = False
@@ -119,8 +108,26 @@ def _fasta_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
                 record += len(batch)
                 line += part.count(b"\n")
                 yield batch
-            if not block:
-                return
+
+
+def complete_parts(handle: Any, separator: bytes, block_bytes: int) -> Iterator[bytes]:
+    """The bytes of ``handle`` in large parts, each cut just after the last ``separator`` of its block
+    (b"\\n>": whole FASTA records; b"\\n": whole lines), so no record or line spans two parts; the
+    last part holds whatever remains. Reading blocks keeps sequence lines from becoming Python objects."""
+    carry = b""
+    while True:
+        block = handle.read(block_bytes)
+        data = carry + block if carry else block
+        if not block:
+            if data:
+                yield data
+            return
+        cut = data.rfind(separator)
+        if cut < 0:  # one record (line) larger than a block: keep reading
+            carry = data
+            continue
+        carry = data[cut + 1 :]
+        yield data[: cut + 1]
 
 
 def _skip_leading_blank(part: bytes, path: str, line: int) -> tuple[bytes, int]:
