@@ -14,6 +14,7 @@ histogram are inside, so nothing else is needed.
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 
 from protlig_dd.config import Config
 from protlig_dd.data.alphabet import Alphabet
+from protlig_dd.data.label_pipeline import term_ancestors
 from protlig_dd.data.labels import LabelVocabulary, UnknownLabelError
 from protlig_dd.diffusion.graphs import Graph
 from protlig_dd.diffusion.guidance import Guidance
@@ -63,15 +65,11 @@ class LoadedModel:
     def compiled(self) -> bool:
         return self.network is not self.model
 
-    @property
-    def label_vocabulary(self) -> LabelVocabulary | None:
-        """The labels the model was trained with (None: an unconditional model)."""
-        labels = self.meta.get("data_summary", {}).get("labels")
-        return LabelVocabulary.from_dict(labels) if labels else None
-
     def label_ids(self, labels: Sequence[str]) -> list[int]:
-        """Ids of ``labels`` in the model's vocabulary, for ``--label``. UnknownLabelError naming the
-        label and close ones, or naming the checkpoint when the model has no labels at all."""
+        """Ids of ``labels`` in the model's vocabulary, for ``--label``, closed upwards as in training
+        (each label's ancestors added when the model was trained with ``labels.add_ancestors``).
+        UnknownLabelError naming the label and close ones, or naming the checkpoint when the model has
+        no labels at all."""
         vocabulary = self.label_vocabulary
         if vocabulary is None:
             if labels:
@@ -79,7 +77,8 @@ class LoadedModel:
                     f"{self.checkpoint}: this model was trained without labels; it cannot take --label"
                 )
             return []
-        return [vocabulary.lookup(label) for label in labels]
+        ids = [vocabulary.lookup(label) for label in labels]  # unknown labels fail here, by name
+        return vocabulary.encode(vocabulary.closed(labels)) if ids else []
 
     @property
     def device(self) -> torch.device:
@@ -93,6 +92,19 @@ class LoadedModel:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed)
         return gen
+
+    @functools.cached_property
+    def label_vocabulary(self) -> LabelVocabulary | None:
+        """The labels the model was trained with (None: an unconditional model). A model trained with
+        ancestors added before its vocabulary recorded them gets them from its term graph."""
+        labels = self.meta.get("data_summary", {}).get("labels")
+        if not labels:
+            return None
+        vocabulary = LabelVocabulary.from_dict(labels)
+        settings = self.config.labels
+        if vocabulary.ancestors is None and settings.add_ancestors:
+            vocabulary = vocabulary.with_ancestors(term_ancestors(settings))
+        return vocabulary
 
     def sample(
         self,

@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> None:
     elapsed = time.perf_counter() - start
     settings = (
         f"steps={steps} predictor={predictor} seed={args.seed} checkpoint_step={loaded.step} "
-        f"ema={loaded.uses_ema}{_describe(args)}{_describe_labels(args, guidance)}"
+        f"ema={loaded.uses_ema}{_describe(args)}{_describe_labels(args, guidance, len(label_ids))}"
     )
     headers = [f"sample{i + 1} length={len(s)} {settings}" for i, s in enumerate(result.sequences)]
     write_fasta(out, result.sequences, headers)
@@ -165,10 +165,11 @@ def run(args: argparse.Namespace) -> None:
     )
 
 
-def _describe_labels(args: argparse.Namespace, guidance: Guidance) -> str:
+def _describe_labels(args: argparse.Namespace, guidance: Guidance, conditioned: int) -> str:
+    """The labels asked for, how many the model was conditioned on (with ancestors), the guidance."""
     if not args.label:
         return ""
-    return f" labels={','.join(args.label)} {guidance.describe()}"
+    return f" labels={','.join(args.label)} label_set_size={conditioned} {guidance.describe()}"
 
 
 def _describe_cache(loaded: object, args: argparse.Namespace) -> str:

@@ -39,6 +39,9 @@ def _write_labelled_data(folder: Path, count: int = 160) -> tuple[Path, Path]:
             handle.write(f">S{i:04d} synthetic\n{seq}\n")
             rows.append(f"S{i:04d}\t{label};all")
     table.write_text("\n".join(rows) + "\n")
+    # A synthetic term graph: L1 and L2 are kinds of P1, L3 of P2 (child, parent, distance, relation).
+    graph = "child\tparent\tdistance\trelation\nL1\tP1\t1\tis_a\nL2\tP1\t1\tis_a\nL3\tP2\t1\tis_a\n"
+    (folder / "synthetic_graph.tsv").write_text(graph)
     return fasta, table
 
 
@@ -48,6 +51,8 @@ def _overrides(folder: Path, fasta: Path, table: Path) -> list[str]:
         "data.validation_fraction=0.2",
         f"data.cache_dir={folder / 'cache'}",
         f"labels.source={table}",
+        f"labels.term_graph={table.parent / 'synthetic_graph.tsv'}",
+        "labels.add_ancestors=true",
         "labels.min_count=1",
         "labels.p_uncond=0.25",
         "training.max_steps=6",
@@ -69,7 +74,9 @@ def test_checkpoints_carry_the_vocabulary_and_resume_equals_a_straight_run(
 ) -> None:
     run, fasta, table = labelled_run
     meta = ckpt.read_meta(ckpt.latest_checkpoint(run).path)
-    assert set(meta["data_summary"]["labels"]["terms"]) == {"L1", "L2", "L3", "all"}
+    labels = meta["data_summary"]["labels"]
+    assert set(labels["terms"]) == {"L1", "L2", "L3", "all", "P1", "P2"}
+    assert labels["ancestors"]["L1"] == ["P1"] and labels["ancestors"]["all"] == []
     cfg = load_config(TINY_CONFIG, _overrides(tmp_path, fasta, table))
     train(cfg, RunOptions(work_dir=tmp_path / "split", device="cpu", stop_after_steps=3))
     train(cfg, RunOptions(work_dir=tmp_path / "split", device="cpu"))  # resumes with the stored vocabulary
@@ -93,7 +100,7 @@ def test_guided_sampling_cli_records_labels_and_repeats_with_a_seed(
         assert sample.main([*args, "--out", str(tmp_path / f"{name}.fasta")]) == 0
     text = (tmp_path / "a.fasta").read_text()
     assert text == (tmp_path / "b.fasta").read_text()
-    assert "labels=L1 guidance=1.5 guidance_schedule=late" in text.splitlines()[0]
+    assert "labels=L1 label_set_size=2 guidance=1.5 guidance_schedule=late" in text.splitlines()[0]
     assert sample.main([*common, "--out", str(tmp_path / "u.fasta")]) == 0
     assert sample.main([*common, "--guidance", "0", "--out", str(tmp_path / "u0.fasta")]) == 0
     strip = lambda p: [line for line in p.read_text().splitlines() if not line.startswith(">")]  # noqa: E731
@@ -108,7 +115,7 @@ def test_bad_label_requests_exit_2_naming_the_label_or_checkpoint(
     assert sample.main(["--checkpoint", str(run), "--num", "1", "--label", "L4", "--out", out]) == 2
     err = capsys.readouterr().err.strip()
     assert (
-        err.startswith("error: unknown label 'L4'") and "the most frequent: " in err and "L1" in err and "\n" not in err
+        err.startswith("error: unknown label 'L4'") and "known labels: " in err and "L1" in err and "\n" not in err
     )
     assert sample.main(["--checkpoint", str(run), "--num", "1", "--guidance", "2", "--out", out]) == 2
     assert "--guidance needs at least one --label" in capsys.readouterr().err

@@ -48,6 +48,16 @@ def test_vocabulary_keeps_frequent_labels_most_frequent_first_and_encodes_known_
     assert LabelVocabulary.from_dict(vocabulary.to_dict()) == vocabulary
 
 
+def test_vocabulary_closes_requests_upwards_when_training_added_ancestors() -> None:
+    vocabulary = LabelVocabulary.build([["a", "p", "root"], ["b", "p", "root"]], min_count=1, max_labels=10)
+    assert vocabulary.closed(["a"]) == ["a"]  # no ancestors recorded: the request as it is
+    ancestors = {"a": frozenset({"p", "root", "rare"}), "b": frozenset({"p", "root"}), "p": frozenset({"root"})}
+    closed = vocabulary.with_ancestors(ancestors)
+    assert closed.closed(["a"]) == ["a", "p", "root"]  # "rare" is not in the vocabulary
+    assert closed.closed(["p", "b"]) == ["p", "b", "root"]
+    assert LabelVocabulary.from_dict(closed.to_dict()) == closed
+
+
 def test_unknown_label_error_names_the_label_and_close_ones() -> None:
     vocabulary = LabelVocabulary(
         ("GO:0016021", "GO:0005524"), (5, 4), names={"GO:0016021": "integral component of membrane"}

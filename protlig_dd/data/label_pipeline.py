@@ -82,14 +82,17 @@ def _fingerprint_file(path: str) -> dict[str, Any]:
     return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def term_ancestors(cfg: LabelsConfig) -> dict[str, frozenset[str]]:
+    """Every term's ancestors from ``labels.term_graph`` (is_a and part_of edges)."""
+    return ancestor_closure(read_term_parents(resolve_label_path(cfg.term_graph, "labels.term_graph")))
+
+
 def read_labels(cfg: LabelsConfig, source_text: str, specs: Sequence[SourceSpec]) -> dict[str, list[str]]:
     """Sequence id -> labels from ``source_text`` (a ``labels.source`` string) over the sequence
     files ``specs``, processed as ``cfg`` says (ontologies, ancestors): what training saw, and what
     scoring a model's inputs under their own labels must see."""
     source = parse_label_source(source_text if source_text != "embedded" else str(EMBEDDED_LABEL_TABLE))
-    ancestors = None
-    if cfg.term_graph:
-        ancestors = ancestor_closure(read_term_parents(resolve_label_path(cfg.term_graph, "labels.term_graph")))
+    ancestors = term_ancestors(cfg) if cfg.term_graph else None
     labels: dict[str, list[str]] = {}
     if source.kind == "table":
         namespaces = term_namespaces_from_graph(ancestors) if ancestors is not None and cfg.ontologies else None
@@ -173,6 +176,8 @@ def prepare_labels(
                 f"labels.source {_describe_source(cfg)}: no label occurs in {cfg.min_count} or more training "
                 f"sequences (labels.min_count); {labelled} training sequences carry labels"
             )
+        if cfg.add_ancestors:
+            vocabulary = vocabulary.with_ancestors(term_ancestors(cfg))
     sets = {
         role: LabelSets.from_lists([vocabulary.encode(labels) for labels in rows]) for role, rows in aligned.items()
     }

@@ -39,6 +39,9 @@ class LabelVocabulary:
     counts: tuple[int, ...]  # training occurrences of each term
     source: str = ""  # where the labels came from (config ``labels.source``), for reports
     names: Mapping[str, str] | None = None  # optional readable names (GO term names), for headers and errors
+    # Training added every term's ancestors (labels.add_ancestors): term -> its ancestors in the
+    # vocabulary, so that a request for a term is closed upwards the same way (``closed``). None: not added.
+    ancestors: Mapping[str, tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
         if len(self.terms) != len(self.counts):
@@ -92,9 +95,27 @@ class LabelVocabulary:
             close += [by_name[n] for n in difflib.get_close_matches(label.lower(), list(by_name), n=3, cutoff=0.6)]
         if close:
             hint = f"; close ones: {', '.join(self.describe(t) for t in dict.fromkeys(close))}"
+        elif len(self) <= 10:
+            hint = f"; known labels: {', '.join(self.describe(t) for t in self.terms)}"
         else:
             hint = f"; the most frequent: {', '.join(self.describe(t) for t in self.terms[:5])}"
         raise UnknownLabelError(f"unknown label {label!r}: not among the model's {len(self)} labels{hint}")
+
+    def closed(self, labels: Sequence[str]) -> list[str]:
+        """``labels`` plus, when training added ancestors, each one's ancestors in the vocabulary:
+        the label sets the model was trained on are closed upwards, so a request must be too."""
+        out = list(dict.fromkeys(labels))
+        if self.ancestors:
+            for label in labels:
+                out += [a for a in self.ancestors.get(label, ()) if a not in out]
+        return out
+
+    def with_ancestors(self, ancestors: Mapping[str, Iterable[str]]) -> LabelVocabulary:
+        """This vocabulary recording, for each term, its ancestors (from a term graph's closure) that
+        are in the vocabulary too."""
+        known = set(self.terms)
+        table = {t: tuple(sorted(a for a in ancestors.get(t, ()) if a in known)) for t in self.terms}
+        return LabelVocabulary(self.terms, self.counts, self.source, self.names, table)
 
     def describe(self, term: str) -> str:
         """``term`` with its readable name when known, e.g. ``GO:0016021 (integral component of membrane)``."""
@@ -108,6 +129,7 @@ class LabelVocabulary:
             "counts": list(self.counts),
             "source": self.source,
             "names": dict(self.names) if self.names else {},
+            "ancestors": {t: list(a) for t, a in self.ancestors.items()} if self.ancestors is not None else None,
         }
 
     @classmethod
@@ -117,6 +139,7 @@ class LabelVocabulary:
             tuple(int(c) for c in data["counts"]),
             str(data.get("source", "")),
             dict(data.get("names") or {}) or None,
+            None if data.get("ancestors") is None else {t: tuple(a) for t, a in data["ancestors"].items()},
         )
 
 
