@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from protlig_dd.data.label_io import LabelSourceError, _open_table, _OrderedLabels, _reading, _split_labels
-from protlig_dd.data.readers import _text_value, complete_parts, json_objects  # the readers' id rule for non-CSV cells
+from protlig_dd.data.readers import (  # the readers' id rule for non-CSV cells
+    _text_value,
+    complete_parts,
+    json_objects,
+    load_hf_dataset,
+)
 from protlig_dd.data.sources import SourceSpec, open_binary
 
 LABEL_SOURCE_KINDS = ("header", "column", "table")
@@ -254,26 +259,8 @@ def _parquet_labels(spec: SourceSpec, column: str) -> Iterator[tuple[str, list[s
 
 
 def _hf_labels(spec: SourceSpec, column: str) -> Iterator[tuple[str, list[str]]]:
-    """A Hugging Face dataset, loaded as readers._hf_batches loads it (saved directory or load_dataset)."""
-    import datasets
-
-    path = Path(spec.path)
-    saved = path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
-    try:
-        if saved:
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, datasets.DatasetDict):
-                if spec.hf_split not in loaded:
-                    raise LabelSourceError(f"{spec.path}: split {spec.hf_split!r} not found; available: {list(loaded)}")
-                loaded = loaded[spec.hf_split]
-        else:
-            loaded = datasets.load_dataset(spec.path, split=spec.hf_split, streaming=spec.streaming)
-    except FileNotFoundError as err:
-        raise LabelSourceError(f"{spec.path}: dataset not found: {err}") from None
-    columns = list(loaded.column_names or [])
-    if not columns:  # a streaming dataset may not know its columns before the first row
-        first = next(iter(loaded), None)
-        columns = list(first) if first is not None else []
+    """A Hugging Face dataset, loaded as the sequence reader loads it (readers.load_hf_dataset)."""
+    loaded, columns = load_hf_dataset(spec)
 
     def batches(wanted: list[str]) -> Iterator[Mapping[str, list[Any]]]:
         yield from loaded.select_columns(wanted).iter(batch_size=_HF_BATCH_ROWS)

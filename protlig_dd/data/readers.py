@@ -378,8 +378,9 @@ def _parquet_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
         yield from _columns_batches(spec, columns, batches())
 
 
-def _hf_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
-    """A Hugging Face dataset: a saved directory (load_from_disk) or a load_dataset name/path."""
+def load_hf_dataset(spec: SourceSpec) -> tuple[Any, list[str]]:
+    """(dataset, its column names) of a Hugging Face source: a saved directory (load_from_disk, the
+    ``hf_split`` of a DatasetDict) or a load_dataset name/path. No columns: an empty streaming source."""
     import datasets
 
     path = Path(spec.path)
@@ -389,9 +390,7 @@ def _hf_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
             loaded = datasets.load_from_disk(str(path))
             if isinstance(loaded, datasets.DatasetDict):
                 if spec.hf_split not in loaded:
-                    raise SourceError(
-                        f"{spec.path}: split {spec.hf_split!r} not found; available: {list(loaded)}"
-                    )
+                    raise SourceError(f"{spec.path}: split {spec.hf_split!r} not found; available: {list(loaded)}")
                 loaded = loaded[spec.hf_split]
         else:
             loaded = datasets.load_dataset(spec.path, split=spec.hf_split, streaming=spec.streaming)
@@ -400,9 +399,15 @@ def _hf_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
     columns = list(loaded.column_names or [])
     if not columns:  # streaming datasets may not know their columns before the first row
         first = next(iter(loaded), None)
-        if first is None:
-            raise SourceError(f"{spec.path}: empty source (no sequences)")
-        columns = list(first)
+        columns = list(first) if first is not None else []
+    return loaded, columns
+
+
+def _hf_batches(spec: SourceSpec, fmt: str) -> Iterator[RecordBatch]:
+    """A Hugging Face dataset: a saved directory (load_from_disk) or a load_dataset name/path."""
+    loaded, columns = load_hf_dataset(spec)
+    if not columns:
+        raise SourceError(f"{spec.path}: empty source (no sequences)")
     wanted = [c for c in (spec.sequence_column, spec.id_column) if c]
 
     def batches() -> Iterator[dict[str, list[Any]]]:
