@@ -18,18 +18,21 @@ most L residues and the statistics depend on length.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from protlig_dd.data.label_pipeline import read_labels
 from protlig_dd.data.pipeline import embedded_train_specs
 from protlig_dd.data.readers import Record, SourceSpec, iter_records
 from protlig_dd.data.splits import assign_splits, hash_ids
 from protlig_dd.evaluation.label_signatures import compare_signatures, crop_to_lengths
+from protlig_dd.evaluation.options import EvaluationOptions
 from protlig_dd.evaluation.shuffle_control import paired_difference
 from protlig_dd.inference import LoadedModel
 from protlig_dd.scoring import encode_records, score_tokens
@@ -195,17 +198,19 @@ def signature_comparison(
     seed: int = 0,
     batch_size: int = 32,
     fasta_dir: Path | None = None,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Signature statistics of samples guided toward ``label`` at each weight in ``guidance``, of
     unconditional samples with the same lengths, and of the real held-out members of ``label``
-    (full length and cropped to the samples' lengths). ``fasta_dir``: also write each sample set."""
+    (full length and cropped to the samples' lengths). ``fasta_dir``: also write each sample set;
+    ``on_chunk(num_rows)`` follows the sampling (progress bars)."""
     loaded.label_ids([label])  # unknown label: the error names it before any sampling
     members = [r.sequence.upper() for r, names in zip(heldout.records, heldout.labels, strict=True) if label in names]
     if not members:
         raise ValueError(f"{heldout.description}: no held-out sequence carries {label}")
     # Sample lengths follow the real members (capped at max_length), cycling when fewer than asked.
     lengths = [min(len(members[i % len(members)]), loaded.max_length) for i in range(num_samples)]
-    settings = {"lengths": lengths, "steps": steps, "seed": seed, "batch_size": batch_size}
+    settings = {"lengths": lengths, "steps": steps, "seed": seed, "batch_size": batch_size, "on_chunk": on_chunk}
     groups: dict[str, list[str]] = {"unconditional": loaded.sample(**settings).sequences}
     for weight in guidance:
         name = f"{label} W={weight:g}" + (f" ({guidance_schedule})" if guidance_schedule != "constant" else "")
@@ -231,3 +236,42 @@ def signature_comparison(
         "steps": steps or loaded.config.sampling.steps,
         "table": compare_signatures(groups),
     }
+
+
+def conditional_section(loaded: LoadedModel, options: EvaluationOptions, out_dir: Path) -> dict[str, Any]:
+    """Label control (own vs other vs no labels) and label signatures of guided samples."""
+    heldout = heldout_labelled(loaded, options.labelled_data, options.labels_from, options.max_labelled_sequences)
+    k = options.samples_per_sequence or loaded.config.eval.samples_per_sequence
+    total = sum(len(r.sequence) for r in heldout.records) * 3
+    with tqdm(
+        total=total, unit="res", unit_scale=True, desc="label control", file=sys.stderr, disable=not options.progress
+    ) as bar:
+        control = label_control(
+            loaded,
+            heldout,
+            samples_per_sequence=k,
+            batch_size=options.batch_size,
+            seed=options.seed,
+            on_batch=bar.update,
+        )
+    signatures = []
+    for label in options.signature_labels:
+        total = options.num_samples * (1 + len(options.guidance))
+        bar_settings = {"unit": "seq", "desc": f"sampling {label}", "file": sys.stderr, "disable": not options.progress}
+        with tqdm(total=total, **bar_settings) as bar:
+            signatures.append(
+                signature_comparison(
+                    loaded,
+                    heldout,
+                    label,
+                    guidance=options.guidance,
+                    guidance_schedule=options.guidance_schedule,
+                    num_samples=options.num_samples,
+                    steps=options.steps,
+                    seed=options.seed,
+                    batch_size=options.batch_size,
+                    fasta_dir=out_dir / "conditional_samples",
+                    on_chunk=bar.update,
+                )
+            )
+    return {"data": heldout.description, "label_control": control.as_dict(), "signatures": signatures}

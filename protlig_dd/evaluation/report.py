@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ from protlig_dd.data.readers import Record, SourceError, SourceSpec, iter_record
 from protlig_dd.data.unigram import unigram_perplexity
 from protlig_dd.diffusion.likelihood import BOUND_NOTE
 from protlig_dd.evaluation import metrics, plots
-from protlig_dd.evaluation.conditional import heldout_labelled, label_control, signature_comparison
+from protlig_dd.evaluation.conditional import conditional_section
+from protlig_dd.evaluation.options import EvaluationOptions as EvaluationOptions  # re-exported
 from protlig_dd.evaluation.report_markdown import write_markdown
 from protlig_dd.evaluation.shuffle_control import SHUFFLE_CONTROL_NOTE, shuffle_control
 from protlig_dd.inference import LoadedModel
@@ -75,46 +76,6 @@ DEFINITIONS = {
     f"{metrics.LOW_COMPLEXITY_BITS} bits (SEG's trigger windows, without SEG's extension step)",
     "max_homopolymer": "longest run of one repeated letter in a sequence",
 }
-
-
-@dataclass
-class EvaluationOptions:
-    """What to evaluate and how much of it (the CLI flags of protlig_dd.evaluate)."""
-
-    data: str | None = None  # held-out FASTA/CSV; None = the embedded UniRef50 validation sample
-    samples: str | None = None  # FASTA of generated sequences; None = generate ``num_samples`` here
-    num_samples: int = 64  # sequences generated when ``samples`` is None
-    steps: int | None = None  # reverse steps when generating; None = the run's sampling.steps
-    samples_per_sequence: int | None = None  # t draws per held-out sequence; None = the run's eval setting
-    max_data_sequences: int = 0  # score only the first N held-out sequences; 0 = all
-    shuffle_control: bool = True  # also score the held-out sequences shuffled (doubles the scoring)
-    batch_size: int = 32  # sequences per batch (scoring and generation)
-    seed: int = 0  # seeds scoring noise, generation and subsamples
-    train_data: str | None = None  # novelty reference; None = the run's training source
-    max_reference_sequences: int = 100_000  # novelty reference = the first N training sequences
-    diversity_max_sequences: int = 64  # subsample for pairwise identity
-    novelty_max_data_sequences: int = 32  # held-out sequences whose novelty is the point of comparison
-    novelty_candidates: int = metrics.DEFAULT_CANDIDATES  # prefilter hits aligned per sequence
-    progress: bool = True  # tqdm bars on stderr
-    # Label-conditioned models (evaluation.conditional): held-out labelled data (None = the run's own
-    # hash split when it has one), where its labels come from, labels whose signatures to compare.
-    labelled_data: str | None = None
-    labels_from: str | None = None
-    max_labelled_sequences: int = 0  # 0 = all held-out labelled sequences
-    signature_labels: list[str] = field(default_factory=list)
-    guidance: list[float] = field(default_factory=lambda: [0.0, 2.0])
-    guidance_schedule: str = "constant"
-
-    def __post_init__(self) -> None:
-        for name in ("num_samples", "batch_size", "max_reference_sequences", "novelty_candidates"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.diversity_max_sequences < 2:
-            raise ValueError(f"diversity_max_sequences must be >= 2, got {self.diversity_max_sequences}")
-        if self.max_data_sequences < 0 or self.novelty_max_data_sequences < 0:
-            raise ValueError("max_data_sequences and novelty_max_data_sequences must be >= 0")
-        if self.samples_per_sequence is not None and self.samples_per_sequence < 1:
-            raise ValueError(f"samples_per_sequence must be >= 1, got {self.samples_per_sequence}")
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -226,40 +187,6 @@ def validation_section(
         "baselines": {"uniform_20_ppl": 20.0, "train_unigram_ppl": _unigram_baseline(loaded, tokens)},
         "shuffle_control": control,
     }
-
-
-def conditional_section(loaded: LoadedModel, options: EvaluationOptions, out_dir: Path) -> dict[str, Any]:
-    """Label control (own vs other vs no labels) and label signatures of guided samples."""
-    heldout = heldout_labelled(loaded, options.labelled_data, options.labels_from, options.max_labelled_sequences)
-    k = options.samples_per_sequence or loaded.config.eval.samples_per_sequence
-    total = sum(len(r.sequence) for r in heldout.records) * 3
-    with tqdm(
-        total=total, unit="res", unit_scale=True, desc="label control", file=sys.stderr, disable=not options.progress
-    ) as bar:
-        control = label_control(
-            loaded,
-            heldout,
-            samples_per_sequence=k,
-            batch_size=options.batch_size,
-            seed=options.seed,
-            on_batch=bar.update,
-        )
-    signatures = [
-        signature_comparison(
-            loaded,
-            heldout,
-            label,
-            guidance=options.guidance,
-            guidance_schedule=options.guidance_schedule,
-            num_samples=options.num_samples,
-            steps=options.steps,
-            seed=options.seed,
-            batch_size=options.batch_size,
-            fasta_dir=out_dir / "conditional_samples",
-        )
-        for label in options.signature_labels
-    ]
-    return {"data": heldout.description, "label_control": control.as_dict(), "signatures": signatures}
 
 
 def _composition_section(
