@@ -95,7 +95,7 @@ def export(args: argparse.Namespace) -> Path:
     name = args.push_to_hub or str(args.out)
     card = model_card(config, name=name, title=args.push_to_hub or Path(args.out).name, license_tag=license_tag)
     out = write_model_folder(Path(args.out), loaded.model.state_dict(), config, card)
-    print(f"exported {source.reference} (step {loaded.step}, {weights} weights) to {out}")
+    logger.info("exported %s (step %d, %s weights)", source.reference, loaded.step, weights)
     return out
 
 
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         out = export(args)
+        print(f"exported {args.checkpoint} to {out}")
     except WriteFailedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -24,7 +24,9 @@ import numpy as np
 
 from protlig_dd.config import LabelsConfig
 from protlig_dd.data.cache import PreparedCache
+from protlig_dd.data.label_io import _open_table
 from protlig_dd.data.label_sources import (
+    LabelSource,
     LabelSourceError,
     parse_label_source,
     read_column_labels,
@@ -64,17 +66,13 @@ def resolve_label_path(text: str, what: str) -> str:
 
 def term_names(path: Path = EMBEDDED_TERM_NAMES) -> dict[str, str]:
     """GO id -> name from a ``go_id<TAB>name`` table (the shipped one by default)."""
-    from protlig_dd.data.sources import open_binary  # local: only used when names are wanted
+    with _open_table(str(path), delimiter="\t", quoted_tsv=False) as (_, rows):
+        return {row[0]: row[1] for _, _, row in rows}
 
-    names: dict[str, str] = {}
-    with open_binary(str(path)) as handle:
-        for number, raw in enumerate(handle, start=1):
-            parts = raw.decode("utf-8").rstrip("\n").split("\t")
-            if number == 1 and parts[0] == "go_id":
-                continue
-            if len(parts) >= 2:
-                names[parts[0]] = parts[1]
-    return names
+
+def _parsed_source(text: str) -> LabelSource:
+    """The ``labels.source`` string parsed, ``embedded`` standing for the shipped GO table."""
+    return parse_label_source(text if text != "embedded" else str(EMBEDDED_LABEL_TABLE))
 
 
 def _fingerprint_file(path: str) -> dict[str, Any]:
@@ -87,12 +85,19 @@ def term_ancestors(cfg: LabelsConfig) -> dict[str, frozenset[str]]:
     return ancestor_closure(read_term_parents(resolve_label_path(cfg.term_graph, "labels.term_graph")))
 
 
-def read_labels(cfg: LabelsConfig, source_text: str, specs: Sequence[SourceSpec]) -> dict[str, list[str]]:
+def read_labels(
+    cfg: LabelsConfig,
+    source_text: str,
+    specs: Sequence[SourceSpec],
+    ancestors: Mapping[str, frozenset[str]] | None = None,
+) -> dict[str, list[str]]:
     """Sequence id -> labels from ``source_text`` (a ``labels.source`` string) over the sequence
     files ``specs``, processed as ``cfg`` says (ontologies, ancestors): what training saw, and what
-    scoring a model's inputs under their own labels must see."""
-    source = parse_label_source(source_text if source_text != "embedded" else str(EMBEDDED_LABEL_TABLE))
-    ancestors = term_ancestors(cfg) if cfg.term_graph else None
+    scoring a model's inputs under their own labels must see. ``ancestors``: the closure of
+    ``labels.term_graph`` when the caller has it already (read from the graph otherwise)."""
+    source = _parsed_source(source_text)
+    if ancestors is None and cfg.term_graph:
+        ancestors = term_ancestors(cfg)
     labels: dict[str, list[str]] = {}
     if source.kind == "table":
         namespaces = term_namespaces_from_graph(ancestors) if ancestors is not None and cfg.ontologies else None
@@ -109,12 +114,16 @@ def read_labels(cfg: LabelsConfig, source_text: str, specs: Sequence[SourceSpec]
     return labels
 
 
-def _label_maps(cfg: LabelsConfig, role_specs: Mapping[str, Sequence[SourceSpec]]) -> dict[str, dict[str, list[str]]]:
+def _label_maps(
+    cfg: LabelsConfig,
+    role_specs: Mapping[str, Sequence[SourceSpec]],
+    ancestors: Mapping[str, frozenset[str]] | None,
+) -> dict[str, dict[str, list[str]]]:
     """role -> (sequence id -> labels); a label table is read once for every role."""
-    if parse_label_source(cfg.source if cfg.source != "embedded" else str(EMBEDDED_LABEL_TABLE)).kind == "table":
-        table = read_labels(cfg, cfg.source, [])
+    if _parsed_source(cfg.source).kind == "table":
+        table = read_labels(cfg, cfg.source, [], ancestors)
         return {role: table for role in role_specs}
-    return {role: read_labels(cfg, cfg.source, specs) for role, specs in role_specs.items()}
+    return {role: read_labels(cfg, cfg.source, specs, ancestors) for role, specs in role_specs.items()}
 
 
 def _aligned(cache: PreparedCache, labels: Mapping[str, Sequence[str]]) -> list[Sequence[str]]:
@@ -138,7 +147,7 @@ def prepare_labels(
     """Label sets for every cache and the vocabulary (built from ``train_indices`` of the train cache
     unless given). LabelSourceError when the label source matches no sequence of the training data."""
     files = {}
-    source = parse_label_source(cfg.source if cfg.source != "embedded" else str(EMBEDDED_LABEL_TABLE))
+    source = _parsed_source(cfg.source)
     if source.kind == "table":
         files["source"] = _fingerprint_file(resolve_label_path(source.name, "labels.source"))
     if cfg.term_graph:
@@ -156,7 +165,8 @@ def prepare_labels(
     if (final / "meta.json").is_file():
         return load_labels(final, list(caches))
 
-    maps = _label_maps(cfg, role_specs)
+    ancestors = term_ancestors(cfg) if cfg.term_graph else None  # read once: labels and vocabulary
+    maps = _label_maps(cfg, role_specs, ancestors)
     aligned = {role: _aligned(cache, maps[role]) for role, cache in caches.items()}
     train_labels = [aligned["train"][int(i)] for i in np.asarray(train_indices, dtype=np.int64)]
     labelled = sum(1 for labels in train_labels if labels)
@@ -177,7 +187,8 @@ def prepare_labels(
                 f"sequences (labels.min_count); {labelled} training sequences carry labels"
             )
         if cfg.add_ancestors:
-            vocabulary = vocabulary.with_ancestors(term_ancestors(cfg))
+            assert ancestors is not None  # LabelsConfig requires term_graph with add_ancestors
+            vocabulary = vocabulary.with_ancestors(ancestors)
     sets = {
         role: LabelSets.from_lists([vocabulary.encode(labels) for labels in rows]) for role, rows in aligned.items()
     }

@@ -175,17 +175,6 @@ class LabelSets:
         """Label ids of store sequence ``index`` (possibly empty)."""
         return self.values[self.offsets[index] : self.offsets[index + 1]]
 
-    def sizes(self, indices: np.ndarray) -> np.ndarray:
-        """(k,) number of labels of each store sequence in ``indices``."""
-        indices = np.asarray(indices, dtype=np.int64)
-        return self.offsets[indices + 1] - self.offsets[indices]
-
-    def counts(self, indices: np.ndarray, vocabulary_size: int) -> np.ndarray:
-        """(V + 1,) occurrences of each label id over the store sequences ``indices`` (index 0 unused)."""
-        chosen = [self.ids(int(i)) for i in np.asarray(indices, dtype=np.int64)]
-        flat = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int32)
-        return np.bincount(flat, minlength=vocabulary_size + 1)
-
 
 def label_grid(sets: Sequence[Sequence[Sequence[int]]], num_rows: int) -> np.ndarray:
     """Per-segment label ids of a batch as a dense (rows, S + 1, K) int32 grid.

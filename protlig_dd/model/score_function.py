@@ -43,8 +43,6 @@ def make_score_fn(
 
     def score(x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
         with autocast_context(precision, device):
-            if labels is None:
-                return model(x_t, sigma_bar, segment_ids, positions)
             return model(x_t, sigma_bar, segment_ids, positions, labels)
 
     return score
